@@ -1,0 +1,1 @@
+"""Depth -> point cloud geometry: camera models, unprojection, flying-pixel filter, packing (no ROS)."""

@@ -1,0 +1,1 @@
+"""PyTorch networks of Pixel-Perfect Depth, loadable from the official checkpoints (no ROS)."""
