@@ -106,13 +106,13 @@ class PixelDiT(nn.Module):
 
         c = self.embed_timestep(timestep)
         tokens = self.x_embedder(x)
-        rope16 = self._rope.tables(rows, cols, tokens.device, tokens.dtype)
+        rope16 = self._rope.tables(rows, cols, tokens.device)
         half = self.depth // 2
         for block in self.blocks[:half]:
             tokens = block(tokens, c, rope16)
 
         tokens = self._fuse_and_unfold(tokens, semantics, rows, cols)
-        rope8 = self._rope.tables(2 * rows, 2 * cols, tokens.device, tokens.dtype)
+        rope8 = self._rope.tables(2 * rows, 2 * cols, tokens.device)
         for block in self.blocks[half:]:
             tokens = block(tokens, c, rope8)
 
@@ -123,7 +123,7 @@ class PixelDiT(nn.Module):
                          rows: int, cols: int) -> torch.Tensor:
         """16-px tokens + semantics -> 8-px tokens (N, 4*rows*cols, D), row-major."""
         n, _, dim = tokens.shape
-        sem = F.normalize(semantics.to(tokens.dtype), dim=-1)
+        sem = F.normalize(semantics.to(torch.float32), dim=-1).to(tokens.dtype)
         wide = self.proj_fusion(torch.cat([tokens, sem], dim=-1))
         # channel (2p+q)*D + c of token (i, j) goes to 8-px position (2i+p, 2j+q)
         wide = wide.reshape(n, rows, cols, 2, 2, dim).permute(0, 1, 3, 2, 4, 5)
@@ -157,6 +157,6 @@ def load_ppd_dit(source: str | Path | Mapping[str, torch.Tensor],
     with torch.device("meta"):
         model = PixelDiT(**config)
     # to_empty + strict copy of every key: no time is spent on a random init that is overwritten
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)
     load_strict(model, select_prefix(state, CHECKPOINT_PREFIX), source=f"{name} ('dit.' part)")
     return model.eval()

@@ -88,8 +88,7 @@ def sample_depth(dit: Callable[..., torch.Tensor], image01: torch.Tensor, semant
                              ).to(device)
     params = next(iter(dit.parameters()), None) if isinstance(dit, torch.nn.Module) else None
     model_dtype = params.dtype if params is not None else torch.float32
-    condition = (image01.to(torch.float32) - 0.5)
-    semantics = semantics.to(model_dtype)
+    condition = image01.to(torch.float32) - 0.5
 
     timesteps = sampling_timesteps(steps, device=device)
     for i in range(steps):

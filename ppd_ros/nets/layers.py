@@ -98,9 +98,10 @@ def rope_2d(tokens: torch.Tensor, positions: torch.Tensor, frequency: float = 10
 
 
 class GridRope2D:
-    """Caches 2-D RoPE cos/sin tables (1, 1, rows*cols, head_dim) per grid, device and dtype.
+    """Caches float32 2-D RoPE cos/sin tables (1, 1, rows*cols, head_dim) per grid and device.
 
-    Not a module: the tables are derived data and never part of a state dict.
+    Not a module: the tables are derived data and never part of a state dict. They stay float32
+    (cast where applied) because under autocast q/k leave their LayerNorm in float32.
     """
 
     def __init__(self, head_dim: int, frequency: float = 100.0, max_entries: int = 8):
@@ -109,13 +110,13 @@ class GridRope2D:
         self.max_entries = max_entries
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def tables(self, rows: int, cols: int, device: torch.device, dtype: torch.dtype,
+    def tables(self, rows: int, cols: int, device: torch.device,
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (rows, cols, str(device), dtype)
+        key = (rows, cols, str(device))
         found = self._tables.get(key)
         if found is None:
             cos, sin = rope_2d_tables(grid_positions(rows, cols, device), self.head_dim, self.frequency)
-            found = (cos[None, None].to(dtype), sin[None, None].to(dtype))
+            found = (cos[None, None], sin[None, None])
             if len(self._tables) >= self.max_entries:
                 self._tables.pop(next(iter(self._tables)))
             self._tables[key] = found
