@@ -15,11 +15,10 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 def share_dir() -> Path:
     """The directory that holds ``model/``, ``config/`` and ``launch/``."""
-    candidates = [
-        _PACKAGE_DIR.parent,  # source checkout
-        _PACKAGE_DIR.parents[3] / "share" / "ppd_ros",  # colcon install prefix
-        Path(sys.prefix) / "share" / "ppd_ros",  # pip install
-    ]
+    candidates = [_PACKAGE_DIR.parent]  # source checkout
+    if len(_PACKAGE_DIR.parents) > 3:  # colcon: <prefix>/lib/pythonX.Y/site-packages/ppd_ros
+        candidates.append(_PACKAGE_DIR.parents[3] / "share" / "ppd_ros")
+    candidates.append(Path(sys.prefix) / "share" / "ppd_ros")  # pip install
     for candidate in candidates:
         if (candidate / "model" / "weights.yaml").is_file():
             return candidate

@@ -1,0 +1,11 @@
+"""Benchmarks run as `ppd bench NAME`. Each prints its numbers with a ratio against a baseline
+measured in the same run; none of them is a test.
+
+Each module has ``add_arguments(parser)`` and ``run(args) -> int`` and imports heavy things in ``run``.
+"""
+
+BENCHMARKS = {
+    "cloud": ("ppd_ros.bench.cloud", "depth -> filtered PointCloud2 vs Open3D outlier removal"),
+    "node": ("ppd_ros.bench.node", "node overhead outside the model, per stage"),
+    "model": ("ppd_ros.bench.model", "full-size forward pass: time and peak memory"),
+}
