@@ -37,10 +37,6 @@ DINOV2_BACKBONES: dict[str, DinoV2Config] = {
 # The DiT's token grid is 16 px (semantic tokens: (H//16) x (W//16)).
 DIT_GRID_PX = 16
 
-# Number of levels of the neck / heads (token grid x 1, 2, 4, 8, 16).
-NUM_LEVELS = 5
-
-
 def _activation(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU()
@@ -312,8 +308,9 @@ class MoGe2Model(nn.Module):
         height, width = encoded.image_size
         batch, _, rows, cols = features.shape
         aspect_ratio = width / height
+        # Neck inputs per level (token grid x 1, 2, 4, ...): level 0 features + uv, then uv only.
         levels: list[torch.Tensor] = []
-        for level in range(NUM_LEVELS):
+        for level in range(len(self.neck.res_blocks)):
             uv = normalized_view_plane_uv(
                 cols * 2**level, rows * 2**level, aspect_ratio, dtype=features.dtype, device=features.device
             )
@@ -321,17 +318,18 @@ class MoGe2Model(nn.Module):
             levels.append(torch.cat([features, uv], dim=1) if level == 0 else uv)
         neck_out = self.neck(levels)
 
+        def head_output(head: str) -> torch.Tensor:
+            """The head's finest level, resized to the image: (B, C, H, W)."""
+            raw = getattr(self, head)(neck_out)[-1]
+            return F.interpolate(raw, (height, width), mode="bilinear", align_corners=False, antialias=False)
+
         outputs: dict[str, torch.Tensor] = {}
-        for head in self.HEADS:
-            if hasattr(self, head):
-                raw = getattr(self, head)(neck_out)[-1]
-                outputs[head] = F.interpolate(raw, (height, width), mode="bilinear", align_corners=False, antialias=False)
-        if "points_head" in outputs:
-            outputs["points"] = self._remap_points(outputs.pop("points_head").permute(0, 2, 3, 1))
-        if "normal_head" in outputs:
-            outputs["normal"] = F.normalize(outputs.pop("normal_head").permute(0, 2, 3, 1), dim=-1)
-        if "mask_head" in outputs:
-            outputs["mask"] = outputs.pop("mask_head").squeeze(1).sigmoid()
+        if hasattr(self, "points_head"):
+            outputs["points"] = self._remap_points(head_output("points_head").permute(0, 2, 3, 1))
+        if hasattr(self, "normal_head"):
+            outputs["normal"] = F.normalize(head_output("normal_head").permute(0, 2, 3, 1), dim=-1)
+        if hasattr(self, "mask_head"):
+            outputs["mask"] = head_output("mask_head").squeeze(1).sigmoid()
         if hasattr(self, "scale_head"):
             outputs["metric_scale"] = self.scale_head(cls_token).squeeze(1).exp()
         return outputs
