@@ -1,0 +1,109 @@
+"""Sparse metric references on the prediction grid: depth images and projected LiDAR clouds.
+
+Both produce a float32 (H, W) depth in metres with NaN where there is no reference, which
+:func:`ppd_ros.metric.alignment.fit_log_depth` takes directly. Images are assumed rectified: the
+intrinsics K are used without distortion.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ppd_ros.metric.alignment import to_numpy
+
+DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")
+
+
+def depth_image_to_metres(data, encoding: str) -> np.ndarray:
+    """A depth image as float32 metres, NaN where invalid.
+
+    ``32FC1``: metres, 0 / NaN / inf / negative are invalid. ``16UC1`` (or ``mono16``): millimetres,
+    0 is invalid (REP 118).
+    """
+    array = to_numpy(data)
+    if array.ndim != 2:
+        raise ValueError(f"depth image must be 2-D, got shape {array.shape}")
+    if encoding == "32FC1":
+        depth = array.astype(np.float32, copy=True)
+        with np.errstate(invalid="ignore"):
+            depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+        return depth
+    if encoding in ("16UC1", "mono16"):
+        if array.dtype != np.uint16:
+            raise ValueError(f"{encoding} depth must be uint16 millimetres, got {array.dtype}")
+        depth = array.astype(np.float32) / 1000.0
+        depth[array == 0] = np.nan
+        return depth
+    raise ValueError(f"unsupported depth encoding {encoding!r}; expected one of {DEPTH_ENCODINGS}")
+
+
+def resample_nearest(depth, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resample of an (h, w) image to (height, width), pixel centres aligned
+    (source index floor((i + 0.5) * h / height)). No smoothing, so invalid pixels stay NaN."""
+    array = to_numpy(depth)
+    h, w = array.shape[:2]
+    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
+    return array[rows[:, None], cols[None, :]]
+
+
+def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """3x3 rotation of the unit quaternion (x, y, z, w) (ROS order); normalised first."""
+    q = np.array([w, x, y, z], dtype=np.float64)
+    norm = np.linalg.norm(q)
+    if not np.isfinite(norm) or norm < 1e-12:
+        raise ValueError(f"quaternion (x, y, z, w) = {(x, y, z, w)} has no rotation (zero or non-finite norm)")
+    w, x, y, z = q / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+class LidarProjector:
+    """Projects LiDAR points into the camera image with a fixed extrinsic.
+
+    ``translation`` (x, y, z) metres and ``rotation_xyzw`` give the pose of the LiDAR frame in the
+    camera optical frame (z forward, x right, y down), i.e. what ``tf2`` returns for
+    ``lookup_transform(camera_optical_frame, lidar_frame)``: p_camera = R p_lidar + t.
+    """
+
+    def __init__(self, translation, rotation_xyzw, min_depth: float = 0.05):
+        t = np.asarray(translation, dtype=np.float64).reshape(-1)
+        q = np.asarray(rotation_xyzw, dtype=np.float64).reshape(-1)
+        if t.shape != (3,) or q.shape != (4,) or not np.all(np.isfinite(t)):
+            raise ValueError(f"extrinsic needs a finite translation (3) and quaternion x,y,z,w (4), got {t}, {q}")
+        self.rotation = quaternion_to_matrix(*q)
+        self.translation = t
+        self.min_depth = float(min_depth)
+
+    def to_camera(self, points) -> np.ndarray:
+        """(N, 3) LiDAR points -> (N, 3) camera optical frame, float64."""
+        p = to_numpy(points).astype(np.float64).reshape(-1, 3)
+        return p @ self.rotation.T + self.translation
+
+    def project(self, points, K, height: int, width: int) -> np.ndarray:
+        """Depth image (height, width) float32 metres from (N, 3) LiDAR points; NaN where no return.
+
+        ``K`` is the 3x3 intrinsic matrix of the prediction grid (scale it to that grid first, e.g.
+        ``CameraModel.scaled_to(width, height).K``). Points behind the camera, closer than
+        ``min_depth`` or non-finite are dropped; where several land in one pixel the nearest wins.
+        """
+        K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+        p = self.to_camera(points)
+        with np.errstate(invalid="ignore"):
+            keep = np.all(np.isfinite(p), axis=1) & (p[:, 2] > self.min_depth)
+        p = p[keep]
+        z = p[:, 2]
+        u = np.floor(K[0, 0] * p[:, 0] / z + K[0, 1] * p[:, 1] / z + K[0, 2] + 0.5).astype(np.int64)
+        v = np.floor(K[1, 1] * p[:, 1] / z + K[1, 2] + 0.5).astype(np.int64)
+        inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        u, v, z = u[inside], v[inside], z[inside]
+        pixel = v * width + u
+        order = np.lexsort((z, pixel))  # by pixel, nearest first within a pixel
+        pixel, z = pixel[order], z[order]
+        first = np.ones(pixel.size, dtype=bool)
+        first[1:] = pixel[1:] != pixel[:-1]
+        depth = np.full(height * width, np.nan, dtype=np.float32)
+        depth[pixel[first]] = z[first]
+        return depth.reshape(height, width)

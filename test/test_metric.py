@@ -1,0 +1,252 @@
+"""Metric alignment: the official least-squares fit (golden), the robust fit and its guards, metric
+sources (depth images, LiDAR projection), the temporal filter, and quality bounds on synthetic data."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_golden
+from scipy.spatial.transform import Rotation
+
+from ppd_ros.bench.metric import measure_accuracy, measure_stability
+from ppd_ros.metric import (FitStatus, LidarProjector, RobustFitConfig, ScaleShiftFilter, StableAlignment,
+                            TemporalFilterConfig, apply_alignment, depth_image_to_metres, fit_log_depth, fixed_fit,
+                            least_squares_scale_shift, quaternion_to_matrix, resample_nearest)
+
+
+# ---- official least squares (golden) ---------------------------------------------------------------
+
+def test_least_squares_matches_golden(golden_dir):
+    tensors, sidecar = load_golden("functions")
+    p, t, m = (tensors[f"align.ssf.{k}"].numpy() for k in ("prediction", "target", "mask"))
+    results = {r["case"]: r for r in sidecar["groups"]["align_vda"]["compute_scale_and_shift_full"]["results"]}
+    cases = {
+        "random": (p, t, m),
+        "exact_affine": (p, (np.float32(2.5) * p - np.float32(0.3)).astype(np.float32), np.ones_like(m)),
+        "empty_mask": (p, t, np.zeros_like(m)),
+    }
+    for name, (pred, target, mask) in cases.items():
+        scale, shift = least_squares_scale_shift(pred, target, mask)
+        assert scale == pytest.approx(results[name]["scale"], abs=1e-6), name
+        assert shift == pytest.approx(results[name]["shift"], abs=1e-6), name
+    # torch inputs give the same numbers
+    assert least_squares_scale_shift(torch.from_numpy(p), torch.from_numpy(t), torch.from_numpy(m)) == \
+        least_squares_scale_shift(p, t, m)
+
+
+# ---- robust fit --------------------------------------------------------------------------------------
+
+def _affine_pair(rng, n=4000, scale=2.3, shift=2.5):
+    relative = rng.uniform(-1.0, 0.5, n)
+    depth = np.expm1(scale * relative + shift)
+    return relative, depth
+
+
+def test_robust_fit_recovers_exact_affine_despite_outliers():
+    rng = np.random.default_rng(1)
+    relative, depth = _affine_pair(rng)
+    corrupted = depth.copy()
+    wrong = rng.random(depth.size) < 0.3
+    corrupted[wrong] = rng.uniform(0.1, 50.0, wrong.sum())
+    fit = fit_log_depth(relative, corrupted)
+    assert fit.status is FitStatus.OK and fit.ok
+    assert fit.scale == pytest.approx(2.3, abs=1e-6) and fit.shift == pytest.approx(2.5, abs=1e-6)
+    assert fit.num_points == depth.size
+    assert fit.inlier_ratio == pytest.approx(1 - wrong.mean(), abs=0.01)
+    assert fit.residual < 1e-6
+    # the plain least squares is visibly pulled away by the same outliers
+    ls_scale, _ = least_squares_scale_shift(relative, np.log1p(corrupted), np.ones(depth.size))
+    assert abs(ls_scale - 2.3) > 0.1
+
+
+def test_robust_fit_ignores_invalid_pixels_and_accepts_torch():
+    rng = np.random.default_rng(2)
+    relative, depth = _affine_pair(rng, n=64 * 48)
+    relative = relative.reshape(1, 1, 48, 64).astype(np.float32)
+    depth = depth.reshape(48, 64)
+    depth[:5] = 0.0
+    depth[5:8] = np.nan
+    depth[8, :10] = -3.0
+    relative[0, 0, 9, :10] = np.nan
+    mask = np.ones((48, 64), bool)
+    mask[-4:] = False
+    fit = fit_log_depth(relative, depth, mask)
+    assert fit.num_points == 64 * 48 - 8 * 64 - 10 - 10 - 4 * 64
+    assert fit.scale == pytest.approx(2.3, abs=1e-4) and fit.shift == pytest.approx(2.5, abs=1e-4)
+    fit_torch = fit_log_depth(torch.from_numpy(relative), torch.from_numpy(depth), torch.from_numpy(mask))
+    assert fit_torch == fit
+
+
+def test_robust_fit_is_deterministic_given_seed():
+    rng = np.random.default_rng(3)
+    relative, depth = _affine_pair(rng, n=3000)
+    noisy = depth * np.exp(rng.normal(0, 0.05, depth.size))
+    assert fit_log_depth(relative, noisy, seed=7) == fit_log_depth(relative, noisy, seed=7)
+
+
+def test_degenerate_fits_return_fallback_with_flag():
+    rng = np.random.default_rng(4)
+    relative, depth = _affine_pair(rng, n=500)
+    fallback = (3.0, -0.2)
+
+    few = fit_log_depth(relative[:5], depth[:5], fallback=fallback)
+    assert few.status is FitStatus.TOO_FEW_POINTS and not few.ok
+    assert (few.scale, few.shift) == fallback and math.isnan(few.fitted_scale)
+
+    constant = fit_log_depth(np.full(500, 0.2), depth, fallback=fallback)
+    assert constant.status is FitStatus.DEGENERATE_SLOPE and (constant.scale, constant.shift) == fallback
+
+    inverted = fit_log_depth(-relative, depth, fallback=fallback)  # depth decreasing with r
+    assert inverted.status is FitStatus.DEGENERATE_SLOPE and (inverted.scale, inverted.shift) == fallback
+    assert inverted.fitted_scale == pytest.approx(-2.3, abs=1e-6)
+
+    noisy = depth * np.exp(rng.normal(0, 0.2, depth.size))
+    spread = fit_log_depth(relative, noisy, fallback=fallback, config=RobustFitConfig(max_residual=0.05))
+    assert spread.status is FitStatus.TOO_SPREAD and (spread.scale, spread.shift) == fallback
+    assert spread.residual > 0.05
+
+    identity = fit_log_depth(relative[:5], depth[:5])  # no fallback given: identity
+    assert (identity.scale, identity.shift) == (1.0, 0.0)
+
+
+def test_fixed_fit():
+    fit = fixed_fit(2.0, 0.5)
+    assert fit.ok and fit.status is FitStatus.FIXED and (fit.scale, fit.shift) == (2.0, 0.5)
+    with pytest.raises(ValueError):
+        fixed_fit(0.0, 0.5)
+
+
+def test_apply_alignment():
+    relative = np.array([[-1.0, 0.0, 0.5], [np.nan, -20.0, 0.25]], dtype=np.float32)
+    out = apply_alignment(relative, 2.0, 2.5)
+    assert out.dtype == np.float32
+    expected = np.expm1(2.0 * relative.astype(np.float64) + 2.5)
+    np.testing.assert_allclose(out[0], expected[0], rtol=1e-6)
+    assert np.isnan(out[1, 0]) and out[1, 1] == 0.0  # NaN stays NaN; negative clamps to 0
+    out_torch = apply_alignment(torch.from_numpy(relative), 2.0, 2.5)
+    assert isinstance(out_torch, torch.Tensor)
+    np.testing.assert_allclose(out_torch.numpy(), out, rtol=1e-6)
+    assert torch.isnan(out_torch[1, 0])
+
+
+# ---- metric sources ----------------------------------------------------------------------------------
+
+def test_depth_image_to_metres():
+    mm = np.array([[0, 1500], [65535, 250]], dtype=np.uint16)
+    metres = depth_image_to_metres(mm, "16UC1")
+    assert np.isnan(metres[0, 0]) and metres.dtype == np.float32
+    np.testing.assert_allclose(metres[~np.isnan(metres)], [1.5, 65.535, 0.25], rtol=1e-6)
+    f = np.array([[0.0, np.nan], [np.inf, 2.5], [-1.0, 0.1]], dtype=np.float32)
+    out = depth_image_to_metres(f, "32FC1")
+    assert np.isnan(out[:, 0]).all() and np.isnan(out[0, 1]) and np.isnan(out[1, 0])
+    assert out[1, 1] == 2.5 and out[2, 1] == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        depth_image_to_metres(mm, "rgb8")
+    with pytest.raises(ValueError):
+        depth_image_to_metres(f, "16UC1")
+
+
+def test_resample_nearest():
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    up = resample_nearest(image, 6, 8)
+    np.testing.assert_array_equal(up, np.repeat(np.repeat(image, 2, 0), 2, 1))
+    big = np.arange(64, dtype=np.float32).reshape(8, 8)
+    down = resample_nearest(big, 4, 4)
+    np.testing.assert_array_equal(down, big[1::2, 1::2])  # centres of 2x2 blocks land on the odd pixel
+
+
+def test_quaternion_matches_scipy():
+    rng = np.random.default_rng(5)
+    for q in rng.normal(size=(10, 4)):
+        np.testing.assert_allclose(quaternion_to_matrix(*q), Rotation.from_quat(q).as_matrix(), atol=1e-12)
+    with pytest.raises(ValueError):
+        quaternion_to_matrix(0, 0, 0, 0)
+
+
+def test_lidar_projection_recovers_depth_and_keeps_nearest():
+    rng = np.random.default_rng(6)
+    height, width = 30, 40
+    K = np.array([[35.0, 0, 19.5], [0, 35.0, 14.5], [0, 0, 1]])
+    translation = np.array([0.2, -0.1, 0.05])
+    quaternion = Rotation.from_euler("xyz", [-90, 5, -90], degrees=True).as_quat()  # x, y, z, w
+    rotation = Rotation.from_quat(quaternion).as_matrix()
+    v, u = rng.integers(0, height, 200), rng.integers(0, width, 200)
+    z = rng.uniform(1.0, 10.0, 200)
+    camera = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=1)
+    # a farther return behind each point, and points behind the camera / outside the image
+    extra = np.concatenate([camera * 1.5, [[0, 0, -2.0], [100.0, 0, 1.0], [np.nan, 0, 1]]])
+    lidar = (np.concatenate([extra, camera]) - translation) @ rotation
+    depth = LidarProjector(translation, quaternion).project(lidar, K, height, width)
+    expected = np.full((height, width), np.inf)
+    np.minimum.at(expected, (v, u), z)
+    expected[np.isinf(expected)] = np.nan
+    np.testing.assert_allclose(depth, expected, rtol=1e-5, equal_nan=True)
+    with pytest.raises(ValueError):
+        LidarProjector([0, 0], [0, 0, 0, 1])
+
+
+# ---- temporal filter --------------------------------------------------------------------------------
+
+def test_filter_resets_on_first_camera_change_and_time():
+    f = ScaleShiftFilter()
+    assert f.current is None
+    assert f.update(2.0, 0.1, stamp=0.0, camera_key="a").reason == "first"
+    out = f.update(2.02, 0.1, stamp=0.1, camera_key="a")
+    assert not out.reset and 2.0 < out.scale < 2.02
+    assert f.update(2.0, 0.1, stamp=0.2, camera_key="b").reason == "camera_changed"
+    assert f.update(2.0, 0.1, stamp=5.0, camera_key="b").reason == "time_gap"
+    assert f.update(2.0, 0.1, stamp=4.0, camera_key="b").reason == "time_backwards"
+    assert f.current.reason == "time_backwards"
+    with pytest.raises(ValueError):
+        f.update(-1.0, 0.0)
+
+
+def test_filter_gates_outliers_and_resets_on_sustained_jump():
+    cfg = TemporalFilterConfig(jump_frames=3)
+    f = ScaleShiftFilter(cfg)
+    f.update(2.0, 0.0, stamp=0.0)
+    stamp = iter(np.arange(1, 100) * 0.03)
+    single = f.update(3.0, 0.0, stamp=next(stamp))
+    assert single.rejected and single.scale == pytest.approx(2.0)
+    # scattered outliers on both sides never reset
+    for scale in (1.2, 3.0, 1.2, 3.0, 1.2):
+        out = f.update(scale, 0.0, stamp=next(stamp))
+        assert out.rejected and not out.reset
+    # a consistent jump resets after jump_frames frames
+    outs = [f.update(3.0, 0.5, stamp=next(stamp)) for _ in range(3)]
+    assert [o.reset for o in outs] == [False, False, True] and outs[-1].reason == "jump"
+    assert outs[-1].scale == pytest.approx(3.0) and outs[-1].shift == pytest.approx(0.5)
+
+
+def test_stable_alignment_holds_last_good_value():
+    rng = np.random.default_rng(8)
+    relative, depth = _affine_pair(rng, n=900)
+    relative, depth = relative.reshape(30, 30), depth.reshape(30, 30)
+    aligner = StableAlignment()
+    first = aligner.align(relative, np.full((30, 30), np.nan), stamp=0.0)
+    assert not first.metric and not first.fit.ok and (first.scale, first.shift) == (1.0, 0.0)
+    good = aligner.align(relative, depth, stamp=0.03)
+    assert good.metric and good.filtered.reset
+    np.testing.assert_allclose(good.depth, depth, rtol=1e-4)
+    held = aligner.align(relative, np.full((30, 30), np.nan), stamp=0.06)
+    assert held.fit.status is FitStatus.TOO_FEW_POINTS and held.metric
+    assert (held.scale, held.shift) == (good.scale, good.shift)
+
+
+# ---- measured quality on synthetic sequences --------------------------------------------------------
+
+def test_sparse_alignment_is_close_to_dense_and_survives_outliers():
+    acc = measure_accuracy(height=96, width=128, trials=4, seed=0)
+    assert acc.sparse_points > 450
+    assert acc.dense_abs_rel < 1.2 * acc.oracle_abs_rel
+    assert acc.sparse_abs_rel < 1.5 * acc.dense_abs_rel
+    assert acc.sparse_least_squares_abs_rel > 1.5 * acc.sparse_abs_rel  # outliers break plain LS, not ours
+
+
+def test_filter_cuts_jitter_and_follows_a_step():
+    st = measure_stability(height=96, width=128, frames=80, step_frames=30, seed=0)
+    assert st.resets == 0
+    assert st.jitter_ratio >= 3.0
+    assert abs(st.large_step) > 0.2 and st.frames_to_follow_large <= 10
