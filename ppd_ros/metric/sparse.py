@@ -99,11 +99,7 @@ class LidarProjector:
         v = np.floor(K[1, 1] * p[:, 1] / z + K[1, 2] + 0.5).astype(np.int64)
         inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
         u, v, z = u[inside], v[inside], z[inside]
-        pixel = v * width + u
-        order = np.lexsort((z, pixel))  # by pixel, nearest first within a pixel
-        pixel, z = pixel[order], z[order]
-        first = np.ones(pixel.size, dtype=bool)
-        first[1:] = pixel[1:] != pixel[:-1]
-        depth = np.full(height * width, np.nan, dtype=np.float32)
-        depth[pixel[first]] = z[first]
-        return depth.reshape(height, width)
+        depth = np.full(height * width, np.inf)
+        np.minimum.at(depth, v * width + u, z)  # nearest return per pixel
+        depth[np.isinf(depth)] = np.nan
+        return depth.reshape(height, width).astype(np.float32)
