@@ -17,15 +17,19 @@ import torch
 from ppd_ros.nets.dit import PPD_DIT_FULL, PixelDiT, load_ppd_dit
 from ppd_ros.nets.flow import sample_depth
 from ppd_ros.nets.dinov2 import DinoV2Config
+from ppd_ros.nets.moge import MoGe2Model, load_moge2
+from ppd_ros.nets.moge_geometry import MetricGeometry
 from ppd_ros.nets.semantics import DA2_VITL, DA2SemanticEncoder, load_da2_semantic_encoder
 from ppd_ros.preprocess import inference_size, resize_for_inference
 from ppd_ros.weights import weights_path
 
 DEFAULT_TARGET_AREA = 1024 * 768
 
-# name -> (DiT weights, semantic-encoder weights); None = random tiny weights (smoke runs only).
+# name -> (DiT weights, semantic-encoder weights) of model/weights.yaml; None = random tiny
+# weights (smoke runs only). ppd-moge2's encoder also yields metric depth and intrinsics.
 MODELS: dict[str, tuple[str, str] | None] = {
     "ppd-da2": ("ppd", "depth_anything_v2_vitl"),
+    "ppd-moge2": ("ppd_moge", "moge2_vitl"),
     "tiny-random": None,
 }
 MODEL_NAMES = tuple(MODELS)
@@ -44,6 +48,7 @@ class DepthPrediction:
     model: str
     steps: int
     seconds: float  # wall time in the model (semantics + sampling)
+    metric: MetricGeometry | None = None  # MoGe-2 metric depth/mask/intrinsics at (h, w), unbatched
 
     def depth_numpy(self) -> np.ndarray:
         return self.depth.detach().float().cpu().numpy()
@@ -124,7 +129,10 @@ class DepthEstimator:
             dit_file = weights_path(dit_name, weights_dir)
             encoder_file = weights_path(encoder_name, weights_dir)
             dit = load_ppd_dit(dit_file, device=device, dtype=dtype)
-            encoder = load_da2_semantic_encoder(encoder_file, device=device, dtype=dtype)
+            if encoder_name == "moge2_vitl":
+                encoder = load_moge2(encoder_file, device=device, dtype=dtype)
+            else:
+                encoder = load_da2_semantic_encoder(encoder_file, device=device, dtype=dtype)
         return cls(dit, encoder, model, device, steps, target_area, seed)
 
     def inference_size(self, height: int, width: int) -> tuple[int, int]:
@@ -140,9 +148,23 @@ class DepthEstimator:
         noise = torch.randn((1, 1, height, width), generator=generator)
         return noise.expand(batch, -1, -1, -1).to(self.device)
 
+    @property
+    def is_metric(self) -> bool:
+        """Whether predictions carry metric depth (the MoGe-2 semantic encoder)."""
+        return isinstance(self.semantic_encoder, MoGe2Model)
+
+    def _semantics(self, image01: torch.Tensor) -> tuple[torch.Tensor, MetricGeometry | None]:
+        """Semantic tokens and, for MoGe-2, metric geometry from the same encoder pass."""
+        if isinstance(self.semantic_encoder, MoGe2Model):
+            return self.semantic_encoder.semantics_and_geometry(image01)
+        return self.semantic_encoder(image01), None
+
     @torch.inference_mode()
-    def predict_batch(self, images: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(B, H, W, 3) uint8 RGB -> ((B, h, w) relative depth on the device, (h, w))."""
+    def predict_batch(
+        self, images: np.ndarray | torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[int, int], MetricGeometry | None]:
+        """(B, H, W, 3) uint8 RGB -> ((B, h, w) relative depth on the device, (h, w), metric
+        geometry or None)."""
         images = torch.as_tensor(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise ValueError(
@@ -155,11 +177,11 @@ class DepthEstimator:
         image01 = torch.from_numpy(resized).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         with autocast:
-            semantics = self.semantic_encoder(image01)
+            semantics, metric = self._semantics(image01)
             depth = sample_depth(
                 self.dit, image01, semantics, steps=self.steps, noise=self._noise(len(images), h, w)
             )
-        return depth[:, 0].float(), (h, w)
+        return depth[:, 0].float(), (h, w), metric
 
     def predict(self, rgb: np.ndarray | torch.Tensor) -> DepthPrediction:
         """One (H, W, 3) uint8 RGB image -> :class:`DepthPrediction`."""
@@ -167,7 +189,7 @@ class DepthEstimator:
         if rgb.ndim != 3:
             raise ValueError(f"expected one (H, W, 3) image, got shape {tuple(rgb.shape)}")
         start = time.perf_counter()
-        depth, size = self.predict_batch(rgb[None])
+        depth, size, metric = self.predict_batch(rgb[None])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return DepthPrediction(
@@ -177,6 +199,7 @@ class DepthEstimator:
             model=self.model_name,
             steps=self.steps,
             seconds=time.perf_counter() - start,
+            metric=None if metric is None else MetricGeometry(*(v if v is None else v[0] for v in metric)),
         )
 
 

@@ -37,7 +37,8 @@ def test_predict_shape_geometry_and_determinism(estimator):
 
 def test_batch_equals_single_and_torch_input(estimator):
     images = np.stack([_image(seed=s) for s in range(2)])
-    batch, size = estimator.predict_batch(images)
+    batch, size, metric = estimator.predict_batch(images)
+    assert metric is None and not estimator.is_metric
     assert batch.shape == (2, *size)
     single = estimator.predict(torch.from_numpy(images[1])).depth
     torch.testing.assert_close(batch[1], single, atol=1e-5, rtol=0)
@@ -77,3 +78,29 @@ def test_ppd_infer_without_weights_is_one_clear_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ppd fetch-weights ppd" in err[0]
+
+
+def test_moge2_variant_gives_semantics_and_metric_depth_from_one_pass():
+    """ppd-moge2 plumbing with the golden tiny MoGe-2 weights and a tiny random DiT."""
+    from conftest import load_golden
+
+    from ppd_ros.engine import TINY_DIT, randomize_
+    from ppd_ros.nets.dinov2 import DinoV2Config
+    from ppd_ros.nets.dit import PixelDiT
+    from ppd_ros.nets.moge import load_moge2
+
+    tensors, sidecar = load_golden("moge2_tiny")
+    weights = {k: v for k, v in tensors.items() if k.startswith(("encoder.", "neck.", "points_head.", "normal_head.", "mask_head.", "scale_head."))}
+    moge = load_moge2({"model_config": sidecar["config"], "model": weights},
+                      backbone=DinoV2Config(embed_dim=64, depth=4, num_heads=2))
+    calls = []
+    moge.encoder.backbone.blocks[0].register_forward_hook(lambda *args: calls.append(1))
+    dit = randomize_(PixelDiT(**{**TINY_DIT, "semantic_dim": sidecar["config"]["encoder"]["dim_out"]}), seed=1)
+    estimator = DepthEstimator(dit, moge, "ppd-moge2", "cpu", steps=2, target_area=AREA)
+    assert estimator.is_metric
+    prediction = estimator.predict(_image())
+    assert len(calls) == 1  # one backbone pass serves semantics and metric depth
+    metric = prediction.metric
+    assert metric.depth.shape == prediction.size and metric.mask.shape == prediction.size
+    assert metric.intrinsics.shape == (3, 3)
+    assert torch.isfinite(metric.depth[metric.mask]).all() and (metric.depth[metric.mask] > 0).all()
