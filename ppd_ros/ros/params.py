@@ -1,0 +1,240 @@
+"""The depth node's parameters: one table with defaults and descriptions, declaration and validation.
+
+The table (:data:`PARAMETERS`) is the single source of truth: the node declares exactly these,
+config/depth_node.yaml documents them, and the launch-file tests check names against
+:func:`declared_parameter_names`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from ppd_ros.geometry.cloud import DEFAULT_MAX_GRAZING_ANGLE_DEG, DEFAULT_MAX_RELATIVE_JUMP
+from ppd_ros.ros.qos import RELIABILITY_CHOICES
+
+TRANSPORT_CHOICES = ("raw", "compressed")
+SIZE_MISMATCH_CHOICES = ("reject", "scale")
+RESOLUTION_CHOICES = ("inference", "input")
+
+# log(depth + 1) = depth_scale * relative + depth_shift. These defaults map the model's
+# relative range [-0.5, 0.5] (its 2% / 98% quantiles in training) to 0.5 m .. 10 m.
+DEFAULT_DEPTH_SCALE = round(math.log(11.0) - math.log(1.5), 4)
+DEFAULT_DEPTH_SHIFT = round(math.log(1.5) + 0.5 * DEFAULT_DEPTH_SCALE, 4)
+
+# Set by the node, never from overrides.
+REPORTED = ("depth_kind",)
+
+RELATIVE_NOTE = (
+    "RELATIVE depth: no metric source is configured; depth = exp(depth_scale * relative + "
+    "depth_shift) - 1 with fixed parameters, so distances are only correct up to that assumed mapping"
+)
+FIXED_METRIC_NOTE = "metric by a user-calibrated fixed mapping (depth_scale_is_metric = true)"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter: name, default (fixes its type), description, allowed values."""
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    choices: tuple[str, ...] = ()
+    read_only: bool = False
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # model
+    ParamSpec("model", "ppd-da2", "Depth model: ppd-da2 (official weights, `ppd fetch-weights`) "
+              "or tiny-random (a small random network for tests; its depth is meaningless)."),
+    ParamSpec("weights_dir", "", "Directory of the official weight files; empty = "
+              "$PPD_WEIGHTS_DIR, else ~/.cache/ppd_ros/weights."),
+    ParamSpec("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N."),
+    ParamSpec("steps", 4, "Diffusion (Euler) steps per frame; more is slower and slightly sharper."),
+    ParamSpec("target_area", 1024 * 768, "Inference resolution as a pixel area: the image is resized "
+              "to about this area at its aspect ratio, both sides multiples of 16."),
+    ParamSpec("seed", 0, "Seed of the diffusion noise (fixed noise gives repeatable depth)."),
+    # input
+    ParamSpec("input_transport", "raw", "raw: subscribe to `image` (sensor_msgs/Image); compressed: "
+              "subscribe to `image/compressed` (sensor_msgs/CompressedImage, jpeg or png).",
+              choices=TRANSPORT_CHOICES),
+    ParamSpec("image_is_rectified", False, "true: the image is rectified, use CameraInfo P (no "
+              "distortion); false: use K and D."),
+    ParamSpec("sync_tolerance", 0.01, "Seconds: an image pairs with the CameraInfo of the nearest "
+              "stamp within this tolerance; 0 = exact stamps only."),
+    ParamSpec("camera_info_size_mismatch", "reject", "CameraInfo whose width/height differ from the "
+              "image: reject (error, frame skipped) or scale (intrinsics scaled to the image size; "
+              "the aspect ratio must match within 1%).", choices=SIZE_MISMATCH_CHOICES),
+    # output
+    ParamSpec("output_resolution", "inference", "Resolution of depth, depth/camera_info, points and "
+              "depth/colored: inference (as computed) or input (upsampled nearest, never smoothed)",
+              choices=RESOLUTION_CHOICES),
+    ParamSpec("depth_scale", DEFAULT_DEPTH_SCALE, "Fixed mapping of relative log-depth to metres: "
+              "depth = exp(depth_scale * relative + depth_shift) - 1. The default maps relative "
+              "-0.5 .. 0.5 to 0.5 m .. 10 m."),
+    ParamSpec("depth_shift", DEFAULT_DEPTH_SHIFT, "See depth_scale."),
+    ParamSpec("depth_scale_is_metric", False, "true only if depth_scale/depth_shift were calibrated "
+              "for this camera and scene: then the output is reported as metric (source: fixed). "
+              "Read-only: set it at start.", read_only=True),
+    ParamSpec("depth_kind", "", "Read-only, set by the node: whether the published depth is relative "
+              "or metric and why.", read_only=True),
+    ParamSpec("filter_flying_pixels", True, "Remove points at depth discontinuities from `points`."),
+    ParamSpec("keep_organized", True, "true: organised cloud (height x width) with NaN where points "
+              "were removed; false: a flat cloud of the valid points only."),
+    ParamSpec("max_relative_jump", DEFAULT_MAX_RELATIVE_JUMP, "Flying-pixel filter: remove a point "
+              "whose depth differs from both neighbours along an image axis by more than this fraction "
+              "of its depth; <= 0 disables this test."),
+    ParamSpec("max_grazing_angle_deg", DEFAULT_MAX_GRAZING_ANGLE_DEG, "Flying-pixel filter: remove a "
+              "point whose local surface normal is more than this angle (degrees) from the view ray; "
+              "<= 0 disables this test."),
+    # QoS
+    ParamSpec("input_reliability", "best_effort", "QoS reliability of the image and camera_info "
+              "subscriptions.", choices=RELIABILITY_CHOICES),
+    ParamSpec("input_depth", 1, "QoS history depth of the subscriptions (1 = newest frame only)."),
+    ParamSpec("output_reliability", "reliable", "QoS reliability of the publishers (reliable so RViz's "
+              "default QoS receives them).", choices=RELIABILITY_CHOICES),
+    ParamSpec("output_depth", 1, "QoS history depth of the publishers."),
+    # runtime
+    ParamSpec("diagnostics_period", 1.0, "Seconds between DiagnosticArray messages on /diagnostics."),
+    ParamSpec("auto_start", True, "Configure (load the model) and activate (start processing) right "
+              "away, as `ros2 run` users expect; false: wait for a lifecycle manager."),
+)
+
+
+def declared_parameter_names() -> tuple[str, ...]:
+    """Names of every parameter the depth node declares."""
+    return tuple(spec.name for spec in PARAMETERS)
+
+
+class ParameterError(ValueError):
+    """One or more parameters are invalid; ``problems`` holds one message per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Validated parameter values (names as in :data:`PARAMETERS`)."""
+
+    model: str
+    weights_dir: str
+    device: str
+    steps: int
+    target_area: int
+    seed: int
+    input_transport: str
+    image_is_rectified: bool
+    sync_tolerance: float
+    camera_info_size_mismatch: str
+    output_resolution: str
+    depth_scale: float
+    depth_shift: float
+    depth_scale_is_metric: bool
+    depth_kind: str
+    filter_flying_pixels: bool
+    keep_organized: bool
+    max_relative_jump: float
+    max_grazing_angle_deg: float
+    input_reliability: str
+    input_depth: int
+    output_reliability: str
+    output_depth: int
+    diagnostics_period: float
+    auto_start: bool
+
+    @property
+    def is_metric(self) -> bool:
+        return self.depth_scale_is_metric
+
+    @property
+    def metric_source(self) -> str:
+        """Value of DepthFrame.metric_source: fixed (calibrated mapping) or none."""
+        return "fixed" if self.depth_scale_is_metric else "none"
+
+    @property
+    def filter_thresholds(self) -> dict:
+        """Keyword arguments of geometry.cloud.depth_to_cloud (None disables a test)."""
+        return {"max_relative_jump": self.max_relative_jump if self.max_relative_jump > 0 else None,
+                "max_grazing_angle_deg": self.max_grazing_angle_deg if self.max_grazing_angle_deg > 0 else None}
+
+    @property
+    def depth_kind_note(self) -> str:
+        return FIXED_METRIC_NOTE if self.depth_scale_is_metric else RELATIVE_NOTE
+
+
+def config_from_values(values: dict, model_names: tuple[str, ...]) -> NodeConfig:
+    """Validate raw parameter values; raise :class:`ParameterError` with one message per problem."""
+    problems: list[str] = []
+    specs = {spec.name: spec for spec in PARAMETERS}
+    for name, spec in specs.items():
+        if spec.choices and values[name] not in spec.choices:
+            problems.append(f"parameter {name}={values[name]!r} is not one of {', '.join(spec.choices)}")
+    if values["model"] not in model_names:
+        problems.append(f"parameter model={values['model']!r} is not a known model; choose one of "
+                        f"{', '.join(model_names)}")
+    for name in ("steps", "target_area", "input_depth", "output_depth"):
+        if values[name] <= 0:
+            problems.append(f"parameter {name}={values[name]} must be positive")
+    if values["target_area"] > 0 and values["target_area"] < 16 * 16:
+        problems.append(f"parameter target_area={values['target_area']} is below one 16x16 patch")
+    for name in ("sync_tolerance",):
+        if not math.isfinite(values[name]) or values[name] < 0:
+            problems.append(f"parameter {name}={values[name]} must be finite and >= 0")
+    if not math.isfinite(values["diagnostics_period"]) or values["diagnostics_period"] <= 0:
+        problems.append(f"parameter diagnostics_period={values['diagnostics_period']} must be positive")
+    for name in ("depth_scale", "depth_shift", "max_relative_jump", "max_grazing_angle_deg"):
+        if not math.isfinite(values[name]):
+            problems.append(f"parameter {name}={values[name]} must be finite")
+    if math.isfinite(values["depth_scale"]) and values["depth_scale"] <= 0:
+        problems.append(f"parameter depth_scale={values['depth_scale']} must be positive "
+                        "(depth grows with relative depth)")
+    if values["max_grazing_angle_deg"] >= 90:
+        problems.append(f"parameter max_grazing_angle_deg={values['max_grazing_angle_deg']} must be "
+                        "below 90 (or <= 0 to disable the test)")
+    if problems:
+        raise ParameterError(problems)
+    return NodeConfig(**{field.name: values[field.name] for field in fields(NodeConfig)})
+
+
+def declare_parameters(node) -> list[str]:
+    """Declare every parameter of :data:`PARAMETERS` on ``node`` (overrides from the command line
+    or a params file apply). Returns one message per override of the wrong type."""
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.exceptions import InvalidParameterTypeException
+
+    problems = []
+    for spec in PARAMETERS:
+        constraints = f"one of: {', '.join(spec.choices)}" if spec.choices else ""
+        descriptor = ParameterDescriptor(
+            description=spec.description,
+            additional_constraints=constraints,
+            read_only=spec.read_only,
+            # floats also accept integer overrides (`-p sync_tolerance:=0`); converted when read
+            dynamic_typing=isinstance(spec.default, float),
+        )
+        value = spec.default
+        if spec.name == "depth_kind":  # read-only report, from the (read-only) claim declared before it
+            metric = node.get_parameter("depth_scale_is_metric").value is True
+            value = FIXED_METRIC_NOTE if metric else RELATIVE_NOTE
+        try:
+            node.declare_parameter(spec.name, value, descriptor, ignore_override=spec.name in REPORTED)
+        except InvalidParameterTypeException as error:
+            problems.append(f"parameter {spec.name}: {error}")
+            node.declare_parameter(spec.name, value, descriptor, ignore_override=True)
+    return problems
+
+
+def parameter_values(node) -> tuple[dict, list[str]]:
+    """Current values of the declared parameters, floats converted; plus type problems."""
+    values, problems = {}, []
+    for spec in PARAMETERS:
+        value = node.get_parameter(spec.name).value
+        if isinstance(spec.default, float):
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            elif not isinstance(value, float):
+                problems.append(f"parameter {spec.name}={value!r} must be a number")
+                value = spec.default
+        values[spec.name] = value
+    return values, problems
