@@ -494,11 +494,16 @@ _DDS_SCRIPT = textwrap.dedent("""
     if role == "pub":
         msg = structured_to_pointcloud2(points)
         pub = node.create_publisher(PointCloud2, "big_cloud", qos)
-        deadline = time.time() + 12
-        while time.time() < deadline:  # until the test kills us
+        # Publish while the subscriber is there; leave cleanly once it has gone (a killed process
+        # would leave its 64 MB shared-memory segment behind in /dev/shm).
+        deadline, published = time.time() + 15, False
+        while time.time() < deadline:
             if pub.get_subscription_count() > 0:
                 pub.publish(msg)
-            rclpy.spin_once(node, timeout_sec=0.2)
+                published = True
+            elif published:
+                break
+            time.sleep(0.2)
     else:
         received = []
         node.create_subscription(PointCloud2, "big_cloud", received.append, qos)
@@ -526,9 +531,12 @@ def test_two_processes_exchange_a_large_cloud_with_the_shm_profile():
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         sub_out, sub_err = sub.communicate(timeout=20)
+        _, pub_err = pub.communicate(timeout=10)
     finally:
-        pub.kill()
-        _, pub_err = pub.communicate()
+        for process in (sub, pub):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     assert "RESULT 12582912 True" in sub_out, f"subscriber got nothing.\nsub stderr:\n{sub_err}\npub stderr:\n{pub_err}"
     # A profile Fast DDS cannot parse is reported on stderr and silently replaced by the defaults.
     for err in (sub_err, pub_err):
