@@ -75,19 +75,20 @@ class VideoDiT(PixelDiT):
         input_size: frame side in pixels (512 released; the position table is built for it and
             frames must have exactly this size). Must be a multiple of 64 (pooling of the
             8-px grid by 4).
+        semantic_dim: width of the Pi3 tokens (2048 released; smaller only for tiny test models).
         in_channels, out_channels, mlp_ratio: as :class:`PixelDiT`.
     """
 
     def __init__(self, hidden_size: int, depth: int, num_heads: int, patch_size: int = 8,
-                 input_size: int = 512, in_channels: int = 4, out_channels: int = 1,
-                 mlp_ratio: float = 4.0):
+                 input_size: int = 512, semantic_dim: int = VIDEO_SEMANTIC_DIM, in_channels: int = 4,
+                 out_channels: int = 1, mlp_ratio: float = 4.0):
         if depth < TEMPORAL_FROM_BLOCK + NUM_TEMPORAL_BLOCKS:
             raise ValueError(f"the video DiT needs depth >= {TEMPORAL_FROM_BLOCK + NUM_TEMPORAL_BLOCKS}, "
                              f"got {depth}")
         if input_size % (8 * REFERENCE_POOL):
             raise ValueError(f"input_size must be a multiple of {8 * REFERENCE_POOL}, got {input_size}")
         super().__init__(hidden_size, depth, num_heads, patch_size=patch_size,
-                         semantic_dim=VIDEO_SEMANTIC_DIM, in_channels=in_channels,
+                         semantic_dim=semantic_dim, in_channels=in_channels,
                          out_channels=out_channels, mlp_ratio=mlp_ratio)
         self.input_size = input_size
         self.grid16 = input_size // 16
@@ -116,7 +117,7 @@ class VideoDiT(PixelDiT):
         Args:
             x: (N, 4, S, S), S = ``input_size``: noisy depth latent, then RGB in [0, 1] minus 0.5.
                 N >= 3; frames 0-2 act as reference frames.
-            semantics: (N, (S/16)^2, 2048) Pi3 tokens, row-major over the 16-px grid.
+            semantics: (N, (S/16)^2, semantic_dim) Pi3 tokens, row-major over the 16-px grid.
             timestep: one raw integer timestep in [0, 1000] shared by all frames.
         """
         n, _, height, width = x.shape
