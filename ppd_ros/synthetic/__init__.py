@@ -1,0 +1,25 @@
+"""Synthetic RGB-D scenes with exact depth, for tests, training smoke runs and benchmarks.
+
+    scene = Scene.random(seed)
+    camera = CameraModel.pinhole(fx, fy, cx, cy, width, height)   # or default_camera(width, height)
+    poses = camera_trajectory(n, seed, scene)                      # (n, 4, 4) camera-to-world
+    rgb, depth = render(scene, camera, poses[0])                   # uint8 (H, W, 3), float32 (H, W) metres
+"""
+from ppd_ros.synthetic.render import render
+from ppd_ros.synthetic.scene import Box, Plane, Room, Scene, Sphere, Texture, camera_trajectory, look_at
+
+
+def default_camera(width: int, height: int, horizontal_fov_deg: float = 60.0):
+    """Pinhole camera with square pixels, principal point at the image centre."""
+    import math
+
+    from ppd_ros.geometry.camera import CameraModel
+
+    focal = (width / 2) / math.tan(math.radians(horizontal_fov_deg) / 2)
+    return CameraModel.pinhole(focal, focal, (width - 1) / 2, (height - 1) / 2, width, height)
+
+
+__all__ = [
+    "Box", "Plane", "Room", "Scene", "Sphere", "Texture",
+    "camera_trajectory", "default_camera", "look_at", "render",
+]
