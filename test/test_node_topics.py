@@ -151,8 +151,8 @@ BAD_INPUTS = {
     "data shorter than step*height": (lambda rgb, cam, stamp: (_image(rgb, data=rgb.tobytes()[:-100]), None),
                                       "shorter than step x height"),
     "step not matching width": (lambda rgb, cam, stamp: (_image(rgb, step=WIDTH * 3 - 3), None),
-                                "step"),
-    "zero focal length": (lambda rgb, cam, stamp: (None, _info(cam, stamp, fx=0.0)), "CameraInfo"),
+                                f"step {WIDTH * 3 - 3} is smaller than width {WIDTH}"),
+    "zero focal length": (lambda rgb, cam, stamp: (None, _info(cam, stamp, fx=0.0)), "focal length"),
     "CameraInfo of another size": (lambda rgb, cam, stamp: (None, _info(cam, stamp, width=2 * WIDTH)),
                                    f"CameraInfo is {2 * WIDTH}x{HEIGHT} but the image is {WIDTH}x{HEIGHT}"),
 }
@@ -188,6 +188,7 @@ def test_bad_input_gives_one_clear_error_then_next_frame_is_served(ros, frames, 
     image, info = make(rgb, camera, bad_stamp)
     send(client, rgb, camera, index, image=image, info=info)
     error = node.wait_for_line("[ERROR]", f"skipping frame {stamp_text(bad_stamp)}")
+    print(error)
     assert phrase in error, error
 
     good_stamp = send(client, good, camera, index + 1)

@@ -158,13 +158,13 @@ class DepthNode(LifecycleNode):
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from ppd_ros.engine import MODEL_NAMES, DepthEstimator
+        from ppd_ros.engine import DepthEstimator
         from ppd_ros.weights import WeightsMissingError
 
         values, problems = parameter_values(self)
         problems = self._parameter_problems + problems
         try:
-            config = config_from_values(values, tuple(MODEL_NAMES))
+            config = config_from_values(values)
         except ParameterError as error:
             problems += error.problems
         if problems:

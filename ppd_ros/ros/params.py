@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from ppd_ros.engine import MODEL_NAMES
 from ppd_ros.geometry.cloud import DEFAULT_MAX_GRAZING_ANGLE_DEG, DEFAULT_MAX_RELATIVE_JUMP
 from ppd_ros.ros.qos import RELIABILITY_CHOICES
 
@@ -44,8 +45,9 @@ class ParamSpec:
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     # model
-    ParamSpec("model", "ppd-da2", "Depth model: ppd-da2 (official weights, `ppd fetch-weights`) "
-              "or tiny-random (a small random network for tests; its depth is meaningless)."),
+    ParamSpec("model", "ppd-da2", f"Depth model, one of: {', '.join(MODEL_NAMES)}. The ppd-* models need "
+              "the official weights (`ppd fetch-weights NAME`); tiny-random is a small random network "
+              "for tests whose depth is meaningless."),
     ParamSpec("weights_dir", "", "Directory of the official weight files; empty = "
               "$PPD_WEIGHTS_DIR, else ~/.cache/ppd_ros/weights."),
     ParamSpec("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N."),
@@ -163,7 +165,7 @@ class NodeConfig:
         return FIXED_METRIC_NOTE if self.depth_scale_is_metric else RELATIVE_NOTE
 
 
-def config_from_values(values: dict, model_names: tuple[str, ...]) -> NodeConfig:
+def config_from_values(values: dict, model_names: tuple[str, ...] = MODEL_NAMES) -> NodeConfig:
     """Validate raw parameter values; raise :class:`ParameterError` with one message per problem."""
     problems: list[str] = []
     specs = {spec.name: spec for spec in PARAMETERS}
