@@ -45,7 +45,10 @@ class RemovalCounts:
 def _as_tensor(array, device=None, dtype=None) -> torch.Tensor:
     if isinstance(array, torch.Tensor):
         return array.to(device=device if device is not None else array.device, dtype=dtype or array.dtype)
-    return torch.as_tensor(np.ascontiguousarray(array), device=device, dtype=dtype)
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # e.g. np.frombuffer over message bytes; torch wants writable memory
+        array = array.copy()
+    return torch.as_tensor(array, device=device, dtype=dtype)
 
 
 def valid_depth_mask(depth: torch.Tensor) -> torch.Tensor:
@@ -143,8 +146,12 @@ def flying_pixel_mask(
 
 
 def _flying_mask_of_depth(z, rays, max_relative_jump, max_grazing_angle_deg) -> torch.Tensor:
-    """:func:`flying_pixel_mask` for depth ``z`` with NaN already where there is no depth."""
+    """:func:`flying_pixel_mask` for depth ``z`` with NaN already where there is no depth.
+
+    True only where ``z`` is valid: every comparison with a NaN is False.
+    """
     remove = torch.zeros(z.shape, dtype=torch.bool, device=z.device)
+    limit = None if max_relative_jump is None else max_relative_jump * z
     slopes = []  # per axis: gentler one-sided difference / depth
     for dim in (1, 0):  # along rows (u), then along columns (v)
         n = z.shape[dim]
@@ -152,9 +159,9 @@ def _flying_mask_of_depth(z, rays, max_relative_jump, max_grazing_angle_deg) -> 
         magnitudes = differences.abs()
         forward, backward = differences.narrow(dim, 1, n), differences.narrow(dim, 0, n)
         forward_size, backward_size = magnitudes.narrow(dim, 1, n), magnitudes.narrow(dim, 0, n)
-        if max_relative_jump is not None:
+        if limit is not None:
             # minimum propagates NaN and NaN compares False: a missing neighbour means "not judged"
-            remove |= torch.minimum(forward_size, backward_size) > max_relative_jump * z
+            remove |= torch.minimum(forward_size, backward_size) > limit
         if max_grazing_angle_deg is not None:
             take_forward = (forward_size <= backward_size) | torch.isnan(backward_size)
             slopes.append(torch.where(take_forward, forward, backward).div_(z))
@@ -217,11 +224,12 @@ def depth_to_cloud(
             "max_relative_jump": thresholds.get("max_relative_jump", DEFAULT_MAX_RELATIVE_JUMP),
             "max_grazing_angle_deg": thresholds.get("max_grazing_angle_deg", DEFAULT_MAX_GRAZING_ANGLE_DEG),
         }
-        flying = _flying_mask_of_depth(z, rays, **thresholds)
+        flying = _flying_mask_of_depth(z, rays, **thresholds)  # only True where valid
         z = z.masked_fill_(flying, float("nan"))
-        keep = valid & ~flying
+        n_flying = int(torch.count_nonzero(flying))
     else:
-        keep = valid
+        flying = None
+        n_flying = 0
 
     # One buffer laid out as the PointCloud2 data (16 bytes per point, little endian). x/y/z are
     # written through a float32 view; the colour bytes B, G, R, 0 are written directly so the bits
@@ -239,10 +247,11 @@ def depth_to_cloud(
     else:
         buffer[..., 12:] = 0
     if not keep_organized:
-        buffer = buffer[keep]
+        buffer = buffer[valid if flying is None else valid & ~flying]
     array = buffer.cpu().numpy()
     cloud = array.view(CLOUD_DTYPE)[..., 0]
-    n_valid = int(valid.sum())
-    n_kept = int(keep.sum())
-    counts = RemovalCounts(total=height * width, invalid=height * width - n_valid, flying=n_valid - n_kept, kept=n_kept)
+    n_valid = int(torch.count_nonzero(valid))
+    counts = RemovalCounts(
+        total=height * width, invalid=height * width - n_valid, flying=n_flying, kept=n_valid - n_flying
+    )
     return cloud, counts
