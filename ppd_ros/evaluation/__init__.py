@@ -1,0 +1,2 @@
+"""Evaluation: depth metrics, rosbag replay (`ppd eval-bag`) and the standard benchmarks
+(`ppd eval-benchmark`). ROS-free: bags are read and written with `rosbags`."""
