@@ -182,6 +182,8 @@ class DepthNode(LifecycleNode):
             self.get_logger().error(f"cannot load model {config.model}: {error}")
             return TransitionCallbackReturn.FAILURE
         self.config = config
+        self.destroy_timer(self._diagnostics_timer)
+        self._diagnostics_timer = self.create_timer(config.diagnostics_period, self._publish_diagnostics)
         self._create_endpoints(config)
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="ppd_depth_worker", daemon=True)
@@ -311,7 +313,7 @@ class DepthNode(LifecycleNode):
         height, width = depth.shape
         out_camera = camera.scaled_to(width, height) if camera is not None else None
         cloud = None
-        if out_camera is not None and ("points" in wanted or "frame" in wanted):
+        if out_camera is not None and "points" in wanted:
             colours = rgb if (height, width) == rgb.shape[:2] else cv2.resize(
                 rgb, (width, height), interpolation=cv2.INTER_AREA)
             cloud, _ = depth_to_cloud(depth, out_camera, rgb=colours, filter=config.filter_flying_pixels,
