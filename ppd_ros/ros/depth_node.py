@@ -175,10 +175,8 @@ class DepthNode(LifecycleNode):
             self.estimator = DepthEstimator.create(
                 model=config.model, weights_dir=config.weights_dir or None, device=config.device,
                 steps=config.steps, target_area=config.target_area, seed=config.seed)
-        except WeightsMissingError as error:
-            self.get_logger().error(f"cannot load model {config.model}: {error}")
-            return TransitionCallbackReturn.FAILURE
-        except (ValueError, RuntimeError, OSError) as error:
+        except (WeightsMissingError, ValueError, RuntimeError, OSError) as error:
+            # missing weights (the message names `ppd fetch-weights`), bad checksum or checkpoint, bad device
             self.get_logger().error(f"cannot load model {config.model}: {error}")
             return TransitionCallbackReturn.FAILURE
         self.config = config
@@ -206,14 +204,14 @@ class DepthNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
+        self.release()
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
+        self.release()
         return super().on_shutdown(state)
 
-    def _release(self) -> None:
+    def release(self) -> None:
         """Stop the worker and destroy endpoints and the model (back to unconfigured)."""
         self._active = False
         self._stop.set()
@@ -421,7 +419,6 @@ def main(args=None) -> int:
     """Entry point of ``ppd-depth-node`` and ``ros2 run ppd_ros depth_node``."""
     rclpy.init(args=args)
     node = DepthNode()
-    code = 0
     try:
         if node.get_parameter("auto_start").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -432,10 +429,10 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node._release()
+        node.release()
         node.destroy_node()
         rclpy.try_shutdown()
-    return code
+    return 0
 
 
 if __name__ == "__main__":
