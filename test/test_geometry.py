@@ -129,6 +129,14 @@ def test_uncalibrated_camera_info_is_rejected_clearly():
     camera = CameraModel.from_camera_info_fields(0, 0, np.zeros(9), [], R_IDENTITY, np.zeros(12), "")
     with pytest.raises(ValueError, match="width/height"):
         camera.validate()
+    with pytest.raises(ValueError, match="focal length"):
+        CameraModel.from_camera_info_fields(
+            0, 0, np.zeros(9), [], R_IDENTITY, np.zeros(12), "", image_size=(640, 480)
+        ).validate()
+    # calibrated but without size: the size of the image it came with fills in
+    sized = CameraModel.from_camera_info_fields(0, 0, K_FULL, [], R_IDENTITY, P_FULL, "plumb_bob", image_size=(640, 480))
+    sized.validate()
+    assert (sized.width, sized.height) == (640, 480)
 
 
 def test_ray_grid_is_cached_and_pinhole_matches_formula():

@@ -82,6 +82,7 @@ class CameraModel:
         binning_y: int = 0,
         roi: tuple[int, int, int, int] = (0, 0, 0, 0),
         rectified: bool = False,
+        image_size: tuple[int, int] | None = None,
     ) -> "CameraModel":
         """Camera of the image that arrives with this CameraInfo (sensor_msgs semantics).
 
@@ -89,11 +90,14 @@ class CameraModel:
         and there is no distortion. Otherwise ``K`` and ``D`` apply. ``roi`` = (x_offset, y_offset,
         width, height) in full-resolution pixels crops the image (all zeros / zero size = full image);
         binning 0 or 1 means none, b > 1 divides focal lengths, principal point and size by b.
-        Width/height 0 (an uncalibrated driver) is kept as 0 and rejected by :meth:`validate`.
+        Width/height 0 (some drivers leave them unset): taken from ``image_size`` = (width, height)
+        of the full-resolution image when given, else kept as 0 and rejected by :meth:`validate`.
         ``R`` (rectification rotation) is accepted for completeness: rays are expressed in the frame
         of the image as delivered, which for raw images is the unrectified optical frame.
         """
         del R  # rays stay in the optical frame of the image as delivered
+        if (int(width) == 0 or int(height) == 0) and image_size is not None:
+            width, height = image_size
         K = _as_matrix(K, 3, 3, "K")
         P = _as_matrix(P, 3, 4, "P") if P is not None and np.asarray(P).size else None
         model = _MODEL_ALIASES.get(distortion_model, distortion_model)

@@ -97,9 +97,10 @@ def _ray_terms(rays: torch.Tensor) -> torch.Tensor:
     """Per-pixel terms of the surface normal that depend on the camera only, (6, H, W).
 
     With r = (x, y, 1) the ray of a pixel and a = dr/du, b = dr/dv its change per pixel (z parts 0),
-    a surface z(u, v) has the normal n = z^2 [p (r x b) + q (a x r) + (a x b)], where p, q are the
-    relative depth changes per pixel along u and v, and n . r = z^2 det(a, b). Rows (each divided by
-    det(a, b), so n . r becomes 1): -b_y, a_y, b_x, -a_x, x b_y - y b_x, a_x y - a_y x; then |r|^2.
+    a surface z(u, v) has the normal n = z [g_u (r x b) + g_v (a x r) + z (a x b)], where g_u, g_v are
+    the depth changes per pixel along u and v, and n . r = z^2 det(a, b). Rows (each divided by
+    det(a, b), so that n / (z det) . r = z): -b_y, a_y, b_x, -a_x, x b_y - y b_x, a_x y - a_y x;
+    then |r|^2.
     Cached per ray tensor (the ray grid of a camera is itself cached), so this runs once per camera.
     """
     key = id(rays)
@@ -152,7 +153,7 @@ def _flying_mask_of_depth(z, rays, max_relative_jump, max_grazing_angle_deg) -> 
     """
     remove = torch.zeros(z.shape, dtype=torch.bool, device=z.device)
     limit = None if max_relative_jump is None else max_relative_jump * z
-    slopes = []  # per axis: gentler one-sided difference / depth
+    slopes = []  # per axis: the gentler one-sided depth difference
     for dim in (1, 0):  # along rows (u), then along columns (v)
         n = z.shape[dim]
         differences = _padded_differences(z, dim)
@@ -163,19 +164,21 @@ def _flying_mask_of_depth(z, rays, max_relative_jump, max_grazing_angle_deg) -> 
             # minimum propagates NaN and NaN compares False: a missing neighbour means "not judged"
             remove |= torch.minimum(forward_size, backward_size) > limit
         if max_grazing_angle_deg is not None:
+            # the one side that exists where the other is missing (image border, hole)
             take_forward = (forward_size <= backward_size) | torch.isnan(backward_size)
-            slopes.append(torch.where(take_forward, forward, backward).div_(z))
+            slopes.append(torch.where(take_forward, forward, backward))
 
     if max_grazing_angle_deg is not None:
-        p, q = slopes
+        # normal scaled by z: (g_u t0 + g_v t1, g_u t2 + g_v t3, g_u t4 + g_v t5 + z), n . r = z
+        g_u, g_v = slopes
         t = _ray_terms(rays)
-        n_x = torch.addcmul(p * t[0], q, t[1])
-        n_y = torch.addcmul(p * t[2], q, t[3])
-        n_z = torch.addcmul(t[4] * p, q, t[5]).add_(1.0)
-        # angle(n, r) > limit  <=>  (n . r)^2 < cos^2(limit) |n|^2 |r|^2, and n . r = 1 here
-        norm_squared = torch.addcmul(torch.addcmul(n_x * n_x, n_y, n_y), n_z, n_z)
+        n_x = torch.addcmul(g_u * t[0], g_v, t[1])
+        n_y = torch.addcmul(g_u * t[2], g_v, t[3])
+        n_z = torch.addcmul(torch.addcmul(z, g_u, t[4]), g_v, t[5])
+        # angle(n, r) > limit  <=>  (n . r)^2 < cos^2(limit) |n|^2 |r|^2
+        norm_squared = torch.addcmul(torch.addcmul(n_x * n_x, n_y, n_y), n_z, n_z).mul_(t[6])
         cos_squared = math.cos(math.radians(max_grazing_angle_deg)) ** 2
-        remove |= norm_squared.mul_(t[6]) > 1.0 / cos_squared  # NaN compares False
+        remove |= norm_squared.mul_(cos_squared) > z * z  # NaN compares False
     return remove
 
 
