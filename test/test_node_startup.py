@@ -3,7 +3,9 @@ code 1), missing weights naming `ppd fetch-weights`, and the lifecycle with auto
 over the standard lifecycle services."""
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,9 @@ from ros_helpers.harness import (NodeProcess, RosClient, camera_info_msg, make_s
                                  synthetic_frames)
 
 DOMAIN_ID = 89
+REPO = Path(__file__).resolve().parents[1]
+CONSOLE_SCRIPT = Path(sys.prefix) / "bin" / "ppd-depth-node"
+PIP_ENTRY = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.is_file() else [sys.executable, "-m", "ppd_ros.ros.depth_node"]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +33,9 @@ def failing_nodes(tmp_path_factory):
         "bad parameters": NodeProcess.depth_node(
             ["-p", "model:=no-such-model", "-p", "steps:=0", "-p", "input_transport:=udp",
              "-p", "sync_tolerance:=-1.0"], DOMAIN_ID),
-        "missing weights": NodeProcess.depth_node(
-            ["-p", "model:=ppd-da2", "-p", f"weights_dir:={empty}"], DOMAIN_ID),
+        # through the pip route's console script when this environment has it installed
+        "missing weights": NodeProcess(
+            [*PIP_ENTRY, "--ros-args", "-p", "model:=ppd-da2", "-p", f"weights_dir:={empty}"], DOMAIN_ID),
     }
     codes = {name: node.process.wait(60) for name, node in nodes.items()}
     return {name: (codes[name], node) for name, node in nodes.items()}
@@ -67,7 +73,9 @@ def call(client, service_type, name, request, timeout=15.0):
 
 
 def test_lifecycle_without_auto_start():
-    node = NodeProcess.depth_node(["-r", "__node:=managed_depth", "-p", "auto_start:=false",
+    # the shipped params file (every default) loads in rcl; -p overrides win over it
+    node = NodeProcess.depth_node(["-r", "__node:=managed_depth", "--params-file", str(REPO / "config" / "depth_node.yaml"),
+                                   "-p", "auto_start:=false",
                                    "-p", "model:=tiny-random", "-p", "device:=cpu",
                                    "-p", "target_area:=3072", "-p", "steps:=1"], DOMAIN_ID)
     client = RosClient(DOMAIN_ID)
