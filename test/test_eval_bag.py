@@ -149,6 +149,77 @@ def test_eval_bag_metric_values_match_independent_computation(tmp_path, syntheti
         assert float(row["abs_rel"]) == pytest.approx(expected, rel=1e-5)
 
 
+def test_eval_bag_with_lidar_points_as_ground_truth(tmp_path, synthetic_frames):
+    """GT given as a PointCloud2 in the camera frame (every GT pixel back-projected)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    camera, frames = synthetic_frames
+    bag = write_bag(tmp_path / "bag", "mcap", camera, frames)
+    store = typestore()
+    t = store.types
+    points_bag = tmp_path / "points_bag"
+    v, u = np.mgrid[0:HEIGHT, 0:WIDTH]
+    with Writer(points_bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        from rosbags.highlevel import AnyReader
+
+        with AnyReader([bag], default_typestore=store) as reader:
+            connections = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=store)
+                           for c in reader.connections if c.topic != "/camera/gt_depth"}
+            for c, log_time, raw in reader.messages():
+                if c.topic in connections:
+                    writer.write(connections[c.topic], log_time, raw)
+        cloud_conn = writer.add_connection("/lidar/points", "sensor_msgs/msg/PointCloud2", typestore=store)
+        fields = [t["sensor_msgs/msg/PointField"](name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate("xyz")]
+        for i, (_, depth) in enumerate(frames):
+            z = depth
+            xyz = np.stack([(u - camera.cx) / camera.fx * z, (v - camera.cy) / camera.fy * z, z], -1).astype("<f4")
+            stamp = (i + 1) * NS // 10
+            cloud = t["sensor_msgs/msg/PointCloud2"](
+                header=_header(store, stamp, "lidar"), height=1, width=HEIGHT * WIDTH, fields=fields,
+                is_bigendian=False, point_step=12, row_step=12 * HEIGHT * WIDTH,
+                data=xyz.reshape(-1).view(np.uint8), is_dense=True)
+            writer.write(cloud_conn, stamp, store.serialize_cdr(cloud, "sensor_msgs/msg/PointCloud2"))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "out"
+    args = parser.parse_args([str(points_bag), "--image-topic", "/camera/image", "--camera-info-topic",
+                              "/camera/camera_info", "--gt-points-topic", "/lidar/points", "--model", "tiny-random",
+                              "--target-area", str(32 * 32), "--device", "cpu", "--steps", "1", "--output", str(out)])
+    assert run(args) == 0
+    rows, _ = read_output(out)
+    assert len(rows) == FRAMES and all(row["has_gt"] == "True" for row in rows)
+    assert all(int(row["valid_pixels"]) > 0.5 * 32 * 32 and math.isfinite(float(row["abs_rel"])) for row in rows)
+
+
+def tiny_video_stream(model, weights_dir, device, steps, seed, stride):
+    """A real VideoDepthStream over randomly initialised tiny Pi3 + video DiT (no weights needed)."""
+    from ppd_ros.engine import randomize_
+    from ppd_ros.nets.dinov2 import DinoV2Config
+    from ppd_ros.nets.dit_video import VideoDiT
+    from ppd_ros.nets.pi3 import Pi3Config, Pi3Semantics
+    from ppd_ros.video import VideoDepthStream
+
+    encoder = DinoV2Config(embed_dim=64, depth=2, num_heads=2, num_register_tokens=4,
+                           pos_resize="antialiased_bicubic", with_mask_token=False)
+    semantics = randomize_(Pi3Semantics(Pi3Config(encoder=encoder, decoder_depth=2, decoder_heads=2)), 1).eval()
+    dit = randomize_(VideoDiT(hidden_size=32, depth=24, num_heads=2, input_size=64, semantic_dim=128), 2).eval()
+    return VideoDepthStream(semantics, dit, stride=stride, steps=steps, noise=seed)
+
+
+def test_eval_bag_video_mode_with_a_stream(tmp_path, synthetic_frames, monkeypatch):
+    from ppd_ros import video
+
+    camera, frames = synthetic_frames
+    bag = write_bag(tmp_path / "bag", "mcap", camera, frames)
+    out = tmp_path / "out"
+    monkeypatch.setattr(video, "create_stream", tiny_video_stream, raising=False)
+    assert run(eval_args(bag, out, "--mode", "video", "--video-stride", "13")) == 0
+    rows, counts = read_output(out)
+    assert [int(row["frame"]) for row in rows] == list(range(FRAMES))  # all emitted at the final flush
+    assert counts["/ppd/depth_frame"] == FRAMES
+    assert all(math.isfinite(float(row["abs_rel"])) for row in rows)
+
+
 def test_truncated_bags_are_evaluated_up_to_the_damage(tmp_path, synthetic_frames):
     camera, frames = synthetic_frames
     frames = frames + frames  # 8 frames: enough records to cut in the middle

@@ -83,7 +83,12 @@ class ImagePredictor:
 
 class VideoPredictor:
     """The causal video model: frames come back once their window ran; inference time of a
-    window is shared equally by the frames it emits. Built by ``ppd_ros.video.create_stream``."""
+    window is shared equally by the frames it emits.
+
+    ``stream`` behaves like :class:`ppd_ros.video.VideoDepthStream` (``push(frame, tag)`` and
+    ``flush()`` returning outputs with ``.tag`` and ``.depth`` relative depth at the input size).
+    :meth:`create` asks ``ppd_ros.video.create_stream(model=, weights_dir=, device=, steps=, seed=,
+    stride=)`` for it: the loader of the released PPVD weights, which the video module provides."""
 
     is_metric = False
 
@@ -102,8 +107,11 @@ class VideoPredictor:
                            steps=args.steps, seed=args.seed, stride=args.video_stride))
 
     def _timed(self, call) -> list:
+        import torch
+
         start = time.perf_counter()
-        outputs = call()
+        with torch.inference_mode():
+            outputs = call()
         share = (time.perf_counter() - start) / max(len(outputs), 1)
         return [(out.tag, np.asarray(out.depth, dtype=np.float32), share, None) for out in outputs]
 
