@@ -1,0 +1,245 @@
+"""Lightning module training the Pixel-Perfect Depth DiT with the official flow-matching recipe.
+
+Per batch: GT depth -> normalised log-depth target x0 (official ``get_gt``); noise ~ N(0, 1);
+t = round(1000 sigmoid(N(0, 1))) per sample; x_t = (1 - t/1000) x0 + (t/1000) noise; the DiT sees
+[x_t | image - 0.5] with semantic tokens of the frozen encoder and predicts the velocity
+noise - x0. Loss: MSE of the velocity over valid pixels, plus in the fine-tune stage
+0.2 x the multi-scale gradient loss between the implied x0 = x_t - (t/1000) v and the target.
+
+Validation samples depth with the same Euler sampler as inference, aligns it to log(depth + 1)
+by least squares (scale, shift) over valid pixels, and reports AbsRel and delta1 in metres.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import lightning as L
+
+from ppd_ros.nets.dinov2 import DinoV2Config
+from ppd_ros.nets.dit import PPD_DIT_FULL, PixelDiT, load_ppd_dit
+from ppd_ros.nets.flow import add_noise, convert_from_velocity, draw_training_timesteps, sample_depth, velocity_target
+from ppd_ros.nets.semantics import DA2_VITL, DA2SemanticEncoder, load_da2_semantic_encoder
+from ppd_ros.training.targets import CLIP_DEPTH_M, multi_scale_gradient_loss, normalise_depth_target
+
+STAGES = ("pretrain", "finetune")
+GRAD_LOSS_WEIGHT = 0.2
+
+
+def build_semantic_encoder(encoder: dict[str, Any] | None, weights: str | None) -> DA2SemanticEncoder:
+    """DA2 DINOv2 encoder: ViT-L (``encoder=None``) or a ``DinoV2Config`` given as a dict;
+    loaded strictly from ``weights`` (``depth_anything_v2_vitl.pth`` or an exported file with
+    ``sem_encoder.pretrained.*`` / ``pretrained.*`` keys) or left at its initialisation."""
+    config = DA2_VITL if encoder is None else DinoV2Config(**encoder)
+    if weights is None:
+        return DA2SemanticEncoder(config)
+    from ppd_ros.nets.checkpoints import read_state_dict, select_prefix
+
+    state = read_state_dict(weights)
+    if any(k.startswith("sem_encoder.") for k in state):
+        state = select_prefix(state, "sem_encoder.")
+    return load_da2_semantic_encoder(state, config=config)
+
+
+def log_space_metrics(relative: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor
+                      ) -> tuple[float, float, torch.Tensor]:
+    """(AbsRel, delta1, aligned depth) of one relative prediction (H, W) against metric GT.
+
+    Fits log(depth + 1) ~ a * relative + b by least squares over ``mask & depth < 80 m`` and
+    evaluates exp(a r + b) - 1 there (float64). NaN metrics when fewer than 2 valid pixels.
+    """
+    r = relative.detach().double().flatten()
+    d = depth.detach().double().flatten()
+    m = (mask.flatten() & (d > 0) & (d < CLIP_DEPTH_M) & torch.isfinite(r))
+    aligned = torch.full_like(d, float("nan"))
+    if int(m.sum()) < 2:
+        return float("nan"), float("nan"), aligned.view_as(depth)
+    x, y = r[m], torch.log1p(d[m])
+    design = torch.stack([x, torch.ones_like(x)], dim=1)
+    scale, shift = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
+    aligned = torch.expm1(scale * r + shift).clamp_min(1e-6)
+    pred, gt = aligned[m], d[m]
+    abs_rel = float(((pred - gt).abs() / gt).mean())
+    delta1 = float((torch.maximum(pred / gt, gt / pred) < 1.25).double().mean())
+    return abs_rel, delta1, aligned.view_as(depth)
+
+
+def colourise(values: torch.Tensor, mask: torch.Tensor | None = None) -> np.ndarray:
+    """(H, W) map -> (3, H, W) uint8 turbo image, min/max normalised over ``mask`` (black outside)."""
+    import cv2
+
+    v = values.detach().float().cpu().numpy()
+    m = np.isfinite(v) if mask is None else (mask.detach().cpu().numpy().astype(bool) & np.isfinite(v))
+    lo, hi = (float(v[m].min()), float(v[m].max())) if m.any() else (0.0, 1.0)
+    scaled = np.clip((np.nan_to_num(v, nan=lo) - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    rgb = rgb * m[..., None]
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+class PPDTrainingModule(L.LightningModule):
+    """Trains :class:`~ppd_ros.nets.dit.PixelDiT` (the node's network) on RGB-D batches.
+
+    Args:
+        dit: PixelDiT constructor arguments (default: the released size). ``semantic_dim`` must
+            equal the encoder width.
+        encoder: DinoV2Config arguments of the semantic encoder (None: DA2 ViT-L).
+        encoder_weights: file for the encoder (``depth_anything_v2_vitl.pth`` / an export).
+        dit_weights: optional initial DiT weights (``ppd.pth`` or an export) to fine-tune from.
+        stage: ``pretrain`` (velocity loss only) or ``finetune`` (+ 0.2 x gradient loss).
+        train_encoder: False (official: frozen encoder) or True (train it jointly, e.g. tiny demo
+            models without pretrained semantics).
+        lr, weight_decay, betas: AdamW (official: 1e-4, 0).
+        val_steps: Euler steps of the validation sampler (official inference: 4).
+        val_seed: seed of the validation noise (the same noise every validation run).
+        log_images: how many validation samples to draw into TensorBoard each validation.
+    """
+
+    def __init__(
+        self,
+        dit: dict[str, Any] | None = None,
+        encoder: dict[str, Any] | None = None,
+        encoder_weights: str | None = None,
+        dit_weights: str | None = None,
+        stage: str = "pretrain",
+        train_encoder: bool = False,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        val_steps: int = 4,
+        val_seed: int = 0,
+        log_images: int = 2,
+    ):
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.save_hyperparameters()
+        dit_config = dict(PPD_DIT_FULL if dit is None else dit)
+        self.semantic_encoder = build_semantic_encoder(encoder, encoder_weights)
+        dit_config.setdefault("semantic_dim", self.semantic_encoder.embed_dim)
+        if dit_config["semantic_dim"] != self.semantic_encoder.embed_dim:
+            raise ValueError(f"dit.semantic_dim {dit_config['semantic_dim']} != encoder width "
+                             f"{self.semantic_encoder.embed_dim}")
+        self.dit_config = dit_config
+        if dit_weights is not None:
+            self.dit = load_ppd_dit(dit_weights, config=dit_config).train()
+        else:
+            self.dit = PixelDiT(**dit_config)
+        self.semantic_encoder.requires_grad_(train_encoder)
+        self.train_encoder = train_encoder
+
+    # --- training ------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.train_encoder:
+            self.semantic_encoder.eval()  # frozen: no dropout / stochastic depth, ever
+        return self
+
+    def semantics(self, image: torch.Tensor) -> torch.Tensor:
+        if self.train_encoder:
+            return self.semantic_encoder(image)
+        with torch.no_grad():
+            return self.semantic_encoder(image)
+
+    def compute_losses(self, batch: dict[str, Any], generator: torch.Generator | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """Loss terms of one batch (``loss`` is what is optimised)."""
+        image = batch["image"]
+        target, mask = normalise_depth_target(batch["depth"], batch["mask"])
+        noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+        t = draw_training_timesteps(image.shape[0], generator=generator, device=image.device)
+        x_t = add_noise(target, noise, t)
+        velocity = self.dit(torch.cat([x_t, image - 0.5], dim=1), self.semantics(image), t).float()
+        valid = mask.float()
+        squared = F.mse_loss(velocity, velocity_target(target, noise), reduction="none")
+        velocity_loss = (squared * valid).sum() / (valid.sum() + 1e-6)
+        losses = {"velocity_loss": velocity_loss, "loss": velocity_loss}
+        if self.hparams.stage == "finetune":
+            x0_pred, _ = convert_from_velocity(velocity, x_t, t)
+            grad_loss = multi_scale_gradient_loss(x0_pred[:, 0], target[:, 0], valid[:, 0])
+            losses["grad_loss"] = grad_loss
+            losses["loss"] = velocity_loss + GRAD_LOSS_WEIGHT * grad_loss
+        return losses
+
+    def training_step(self, batch, batch_idx):
+        losses = self.compute_losses(batch)
+        batch_size = batch["image"].shape[0]
+        for key, value in losses.items():
+            self.log(f"train/{key}", value, prog_bar=key == "loss", batch_size=batch_size, sync_dist=False)
+        return losses["loss"]
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                 betas=tuple(self.hparams.betas))
+
+    # --- validation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_relative(self, image: torch.Tensor, steps: int | None = None, seed: int | None = None
+                         ) -> torch.Tensor:
+        """Relative depth (N, 1, H, W) by the inference sampler, seeded noise (default val_seed)."""
+        n, _, h, w = image.shape
+        generator = torch.Generator().manual_seed(self.hparams.val_seed if seed is None else seed)
+        noise = torch.randn((1, 1, h, w), generator=generator).expand(n, -1, -1, -1).to(image.device)
+        return sample_depth(self.dit, image, self.semantic_encoder(image), steps=steps or self.hparams.val_steps,
+                            noise=noise)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        relative = self.predict_relative(batch["image"])
+        abs_rels, deltas = [], []
+        for i in range(relative.shape[0]):
+            abs_rel, delta1, aligned = log_space_metrics(relative[i, 0], batch["depth"][i, 0], batch["mask"][i, 0])
+            if np.isfinite(abs_rel):
+                abs_rels.append(abs_rel)
+                deltas.append(delta1)
+            if batch_idx * relative.shape[0] + i < self.hparams.log_images:
+                self._log_depth_images(batch, i, relative[i, 0], aligned, batch_idx * relative.shape[0] + i,
+                                       dataloader_idx)
+        if abs_rels:
+            suffix = f"/{dataloader_idx}" if dataloader_idx else ""
+            self.log(f"val/abs_rel{suffix}", float(np.mean(abs_rels)), batch_size=len(abs_rels), sync_dist=True,
+                     add_dataloader_idx=False, prog_bar=True)
+            self.log(f"val/delta1{suffix}", float(np.mean(deltas)), batch_size=len(deltas), sync_dist=True,
+                     add_dataloader_idx=False)
+
+    def _log_depth_images(self, batch, i: int, relative: torch.Tensor, aligned: torch.Tensor, index: int,
+                          dataloader_idx: int) -> None:
+        writer = getattr(self.logger, "experiment", None)
+        if writer is None or not hasattr(writer, "add_image"):
+            return
+        tag = f"val{dataloader_idx}/{index}"
+        mask = batch["mask"][i, 0]
+        image = (batch["image"][i].detach().float().cpu().clamp(0, 1) * 255).to(torch.uint8).numpy()
+        writer.add_image(f"{tag}/image", image, self.global_step)
+        writer.add_image(f"{tag}/depth_gt", colourise(-torch.log1p(batch["depth"][i, 0]), mask), self.global_step)
+        writer.add_image(f"{tag}/depth_pred_relative", colourise(-relative), self.global_step)
+        writer.add_image(f"{tag}/depth_pred_aligned", colourise(-torch.log1p(aligned.float()), mask),
+                         self.global_step)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a frozen encoder is rebuilt from encoder_weights; keep checkpoints small (ViT-L is 1.2 GB)
+        if not self.train_encoder and self.hparams.encoder_weights is not None:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith("semantic_encoder.")]:
+                del state[key]
+            checkpoint["frozen_encoder_dropped"] = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("frozen_encoder_dropped"):
+            state = checkpoint["state_dict"]
+            for key, value in self.semantic_encoder.state_dict().items():
+                state.setdefault(f"semantic_encoder.{key}", value)
+
+
+def load_training_checkpoint(path: str | Path, map_location: str = "cpu") -> PPDTrainingModule:
+    """The module of a Lightning checkpoint written by ``ppd-train`` (hyper-parameters included)."""
+    return PPDTrainingModule.load_from_checkpoint(str(path), map_location=map_location, weights_only=False)
+
+
+__all__ = ["GRAD_LOSS_WEIGHT", "PPDTrainingModule", "build_semantic_encoder", "load_training_checkpoint",
+           "log_space_metrics"]
