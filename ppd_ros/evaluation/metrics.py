@@ -63,23 +63,33 @@ def delta1(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, threshold: float
     return float(np.mean(good))
 
 
-def occluding_contours(depth: np.ndarray, ratio: float, valid: np.ndarray | None = None) -> list[np.ndarray]:
+def neighbour_ratios(depth: np.ndarray, valid: np.ndarray | None = None) -> list[np.ndarray]:
+    """Depth ratios neighbour / pixel in the four directions (right, left, down, up), float32,
+    NaN for pairs touching an invalid pixel. Shapes (H, W-1), (H, W-1), (H-1, W), (H-1, W)."""
+    d = depth.astype(np.float32)
+    if valid is not None:
+        d = np.where(valid, d, np.float32(np.nan))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [d[:, 1:] / d[:, :-1], d[:, :-1] / d[:, 1:], d[1:, :] / d[:-1, :], d[:-1, :] / d[1:, :]]
+
+
+def occluding_contours(depth: np.ndarray, ratio: float, valid: np.ndarray | None = None,
+                       ratios: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Occluding-contour maps of a depth image at one neighbour ratio.
 
     Returns four boolean maps, one per neighbour direction (right, left, down, up): entry (i, j) is
     set when the neighbour in that direction is more than ``ratio`` times as far, i.e. pixel
     (i, j) is the near side of a depth discontinuity. Pairs touching an invalid pixel are unset.
+    ``ratios``: precomputed :func:`neighbour_ratios` (several thresholds on one image).
     """
-    d = np.where(valid, depth, np.nan) if valid is not None else depth.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        right = d[:, 1:] > ratio * d[:, :-1]  # right neighbour farther: (i, j) occludes
-        left = d[:, :-1] > ratio * d[:, 1:]
-        down = d[1:, :] > ratio * d[:-1, :]
-        up = d[:-1, :] > ratio * d[1:, :]
-    return [right, left, down, up]
+    if ratios is None:
+        ratios = neighbour_ratios(depth, valid)
+    with np.errstate(invalid="ignore"):
+        return [r > ratio for r in ratios]
 
 
-def boundary_f1_at(pred: np.ndarray, gt: np.ndarray, ratio: float, valid: np.ndarray | None = None) -> float:
+def boundary_f1_at(pred: np.ndarray, gt: np.ndarray, ratio: float, valid: np.ndarray | None = None,
+                   pred_ratios=None, gt_ratios=None) -> float:
     """F1 of the predicted occluding contours against the GT ones at one ratio threshold.
 
     Precision is averaged over the directions that have predicted contours, recall over those
@@ -87,12 +97,15 @@ def boundary_f1_at(pred: np.ndarray, gt: np.ndarray, ratio: float, valid: np.nda
     one way, e.g. a single step, at 0.25; on natural images both agree). 0 when nothing matches.
     """
     precisions, recalls = [], []
-    for p, g in zip(occluding_contours(pred, ratio, valid), occluding_contours(gt, ratio, valid)):
+    pred_maps = occluding_contours(pred, ratio, valid, pred_ratios)
+    gt_maps = occluding_contours(gt, ratio, valid, gt_ratios)
+    for p, g in zip(pred_maps, gt_maps):
         hits = np.count_nonzero(p & g)
-        if p.any():
-            precisions.append(hits / np.count_nonzero(p))
-        if g.any():
-            recalls.append(hits / np.count_nonzero(g))
+        predicted, actual = np.count_nonzero(p), np.count_nonzero(g)
+        if predicted:
+            precisions.append(hits / predicted)
+        if actual:
+            recalls.append(hits / actual)
     precision = float(np.mean(precisions)) if precisions else 0.0
     recall = float(np.mean(recalls)) if recalls else 0.0
     if precision + recall == 0:
@@ -105,11 +118,13 @@ def boundary_f1(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = Non
                 count: int = BOUNDARY_RATIO_COUNT) -> float:
     """Scale-invariant depth-boundary F1: :func:`boundary_f1_at` over ``count`` ratios from
     ``ratio_min`` to ``ratio_max``, weighted by the ratio. NaN when the GT has no contour at all."""
-    ratios = np.linspace(ratio_min, ratio_max, count)
-    if not any(m.any() for m in occluding_contours(gt, ratios[0], valid)):
+    thresholds = np.linspace(ratio_min, ratio_max, count)
+    pred_ratios, gt_ratios = neighbour_ratios(pred, valid), neighbour_ratios(gt, valid)
+    if not any(m.any() for m in occluding_contours(gt, thresholds[0], ratios=gt_ratios)):
         return math.nan
-    weights = ratios / ratios.sum()
-    return float(sum(w * boundary_f1_at(pred, gt, r, valid) for r, w in zip(ratios, weights)))
+    weights = thresholds / thresholds.sum()
+    return float(sum(w * boundary_f1_at(pred, gt, t, pred_ratios=pred_ratios, gt_ratios=gt_ratios)
+                     for t, w in zip(thresholds, weights)))
 
 
 def gt_edge_band(gt: np.ndarray, valid: np.ndarray, ratio: float = BOUNDARY_RATIO_MIN, radius: int = 2) -> np.ndarray:
@@ -155,18 +170,20 @@ def flying_pixel_share(cloud_depth: np.ndarray, gt: np.ndarray, valid: np.ndarra
     neither the foreground nor the background surface. NaN share when the band has no point.
     """
     band = gt_edge_band(gt, valid, edge_ratio, radius) & np.isfinite(cloud_depth)
-    points = int(band.sum())
+    rows, cols = np.nonzero(band)
+    points = int(rows.size)
     if points == 0:
         return math.nan, 0
-    near_some_surface = np.zeros(gt.shape, dtype=bool)
-    gt_or_nan = np.where(valid, gt, np.nan)
+    # GT around each band point, from a NaN-padded copy (only the band is examined: it is small)
+    padded = np.pad(np.where(valid, gt, np.nan).astype(np.float64), radius, constant_values=np.nan)
+    depth = cloud_depth[rows, cols].astype(np.float64)
+    near_some_surface = np.zeros(points, dtype=bool)
     with np.errstate(invalid="ignore"):
         for dy in range(-radius, radius + 1):
             for dx in range(-radius, radius + 1):
-                neighbour = shifted(gt_or_nan, dy, dx, np.nan)
-                near_some_surface |= np.abs(cloud_depth - neighbour) <= tolerance * neighbour
-    flying = band & ~near_some_surface
-    return float(flying.sum() / points), points
+                neighbour = padded[rows + radius + dy, cols + radius + dx]
+                near_some_surface |= np.abs(depth - neighbour) <= tolerance * neighbour
+    return float(np.count_nonzero(~near_some_surface) / points), points
 
 
 def temporal_change_error(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, previous_pred: np.ndarray,
