@@ -330,8 +330,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         for message in read_messages(bag, wanted, log):
-            if args.max_frames is not None and images_seen >= args.max_frames:
-                break
+            if (args.max_frames is not None and images_seen >= args.max_frames
+                    and message.topic == args.image_topic):
+                break  # stop at the first image past the limit: GT of earlier images may still come
             try:
                 if message.topic == args.camera_info_topic:
                     camera = camera_from_info(message.msg, rectified=args.rectified)
