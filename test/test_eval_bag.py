@@ -83,7 +83,7 @@ def eval_args(bag: Path, out: Path, *extra: str) -> argparse.Namespace:
                               "--steps", "1", "--output", str(out), *extra])
 
 
-def read_output(out: Path) -> tuple[list[dict], dict[str, int]]:
+def read_output(out: Path, model: str = "tiny-random") -> tuple[list[dict], dict[str, int]]:
     from rosbags.highlevel import AnyReader
 
     from ppd_ros.evaluation.report import output_typestore
@@ -96,7 +96,7 @@ def read_output(out: Path) -> tuple[list[dict], dict[str, int]]:
             msg = reader.deserialize(raw, connection.msgtype)
             counts[connection.topic] = counts.get(connection.topic, 0) + 1
             if connection.msgtype == "ppd_ros/msg/DepthFrame":
-                assert msg.is_metric and msg.metric_source == "gt" and msg.model == "tiny-random"
+                assert msg.is_metric and msg.metric_source == "gt" and msg.model == model
                 assert msg.depth.encoding == "32FC1" and msg.camera_info.width == msg.depth.width
             if connection.msgtype == "sensor_msgs/msg/PointCloud2":
                 assert msg.point_step == 16 and not msg.is_dense
@@ -191,30 +191,15 @@ def test_eval_bag_with_lidar_points_as_ground_truth(tmp_path, synthetic_frames):
     assert all(int(row["valid_pixels"]) > 0.5 * 32 * 32 and math.isfinite(float(row["abs_rel"])) for row in rows)
 
 
-def tiny_video_stream(model, weights_dir, device, steps, seed, stride):
-    """A real VideoDepthStream over randomly initialised tiny Pi3 + video DiT (no weights needed)."""
-    from ppd_ros.engine import randomize_
-    from ppd_ros.nets.dinov2 import DinoV2Config
-    from ppd_ros.nets.dit_video import VideoDiT
-    from ppd_ros.nets.pi3 import Pi3Config, Pi3Semantics
-    from ppd_ros.video import VideoDepthStream
-
-    encoder = DinoV2Config(embed_dim=64, depth=2, num_heads=2, num_register_tokens=4,
-                           pos_resize="antialiased_bicubic", with_mask_token=False)
-    semantics = randomize_(Pi3Semantics(Pi3Config(encoder=encoder, decoder_depth=2, decoder_heads=2)), 1).eval()
-    dit = randomize_(VideoDiT(hidden_size=32, depth=24, num_heads=2, input_size=64, semantic_dim=128), 2).eval()
-    return VideoDepthStream(semantics, dit, stride=stride, steps=steps, noise=seed)
-
-
-def test_eval_bag_video_mode_with_a_stream(tmp_path, synthetic_frames, monkeypatch):
-    from ppd_ros import video
-
+def test_eval_bag_video_mode(tmp_path, synthetic_frames):
+    pytest.importorskip("ppd_ros.video_engine")
     camera, frames = synthetic_frames
     bag = write_bag(tmp_path / "bag", "mcap", camera, frames)
     out = tmp_path / "out"
-    monkeypatch.setattr(video, "create_stream", tiny_video_stream, raising=False)
-    assert run(eval_args(bag, out, "--mode", "video", "--video-stride", "13")) == 0
-    rows, counts = read_output(out)
+    args = eval_args(bag, out, "--mode", "video", "--video-stride", "13")
+    args.model = "tiny-random-video"
+    assert run(args) == 0
+    rows, counts = read_output(out, model="tiny-random-video")
     assert [int(row["frame"]) for row in rows] == list(range(FRAMES))  # all emitted at the final flush
     assert counts["/ppd/depth_frame"] == FRAMES
     assert all(math.isfinite(float(row["abs_rel"])) for row in rows)

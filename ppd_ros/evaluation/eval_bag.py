@@ -56,12 +56,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-points", action="store_true", help="do not write point clouds to the output bag")
     parser.add_argument("--worst-frames", type=int, default=3, help="error maps of this many worst frames")
     parser.add_argument("--output", default=None, help="output folder (default: <bag>_eval beside the bag)")
-    parser.add_argument("--model", default="ppd-da2", choices=MODEL_NAMES)
+    parser.add_argument("--model", default=None, choices=MODEL_NAMES + video_model_names(),
+                        help="default: ppd-da2 (image mode), ppvd (video mode)")
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--target-area", type=int, default=DEFAULT_TARGET_AREA)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def video_model_names() -> tuple[str, ...]:
+    """Names of the video engine's models (none when it is not installed)."""
+    try:
+        from ppd_ros.video_engine import VIDEO_MODEL_NAMES
+    except ImportError:
+        return ()
+    return tuple(VIDEO_MODEL_NAMES)
 
 
 # ------------------------------------------------------------------------------- predictors
@@ -82,44 +92,35 @@ class ImagePredictor:
 
 
 class VideoPredictor:
-    """The causal video model: frames come back once their window ran; inference time of a
-    window is shared equally by the frames it emits.
-
-    ``stream`` behaves like :class:`ppd_ros.video.VideoDepthStream` (``push(frame, tag)`` and
-    ``flush()`` returning outputs with ``.tag`` and ``.depth`` relative depth at the input size).
-    :meth:`create` asks ``ppd_ros.video.create_stream(model=, weights_dir=, device=, steps=, seed=,
-    stride=)`` for it: the loader of the released PPVD weights, which the video module provides."""
+    """The causal video model (:class:`ppd_ros.video_engine.VideoDepthEstimator`): frames come
+    back once their window ran; the inference time of a window is shared equally by the frames
+    it emits."""
 
     is_metric = False
 
-    def __init__(self, stream):
-        self.stream = stream
+    def __init__(self, estimator):
+        self.estimator = estimator
 
     @classmethod
     def create(cls, args) -> "VideoPredictor":
-        from ppd_ros import video
-
-        factory = getattr(video, "create_stream", None)
-        if factory is None:
-            raise ValueError("--mode video needs the video model factory ppd_ros.video.create_stream "
-                             "(not available in this build); use --mode image")
-        return cls(factory(model=args.model, weights_dir=args.weights_dir, device=args.device,
-                           steps=args.steps, seed=args.seed, stride=args.video_stride))
+        try:
+            from ppd_ros.video_engine import VideoDepthEstimator
+        except ImportError as error:
+            raise ValueError(f"--mode video needs the video engine (ppd_ros.video_engine): {error}") from error
+        return cls(VideoDepthEstimator.create(args.model, args.weights_dir, args.device, args.video_stride,
+                                              args.steps, args.seed))
 
     def _timed(self, call) -> list:
-        import torch
-
         start = time.perf_counter()
-        with torch.inference_mode():
-            outputs = call()
+        outputs = call()
         share = (time.perf_counter() - start) / max(len(outputs), 1)
         return [(out.tag, np.asarray(out.depth, dtype=np.float32), share, None) for out in outputs]
 
     def push(self, rgb: np.ndarray, tag) -> list:
-        return self._timed(lambda: self.stream.push(rgb, tag))
+        return self._timed(lambda: self.estimator.push(rgb, tag))
 
     def flush(self) -> list:
-        return self._timed(self.stream.flush)
+        return self._timed(self.estimator.flush)
 
 
 # ------------------------------------------------------------------------------- frame state
@@ -300,6 +301,8 @@ def run(args: argparse.Namespace) -> int:
     if topics and args.image_topic not in topics:
         raise ValueError(f"image topic {args.image_topic!r} not in the bag; topics: {', '.join(sorted(topics))}")
 
+    if args.model is None:
+        args.model = "ppvd" if args.mode == "video" else "ppd-da2"
     if args.mode == "video":
         predictor = VideoPredictor.create(args)
         model_note = f"video model, stride {args.video_stride}"
@@ -414,7 +417,7 @@ def write_report(out_dir: Path, args, evaluation: Evaluation, log: ReadLog, wall
                  f"- GT: `{args.gt_depth_topic or args.gt_points_topic or 'none'}`",
                  f"- model: {args.model} ({model_note}), {args.steps} steps, mode {args.mode}",
                  f"- alignment: {evaluation.alignment}", f"- wall time: {wall:.1f} s"]
-    if args.model == "tiny-random":
+    if args.model.startswith("tiny-random"):
         run_lines.append("- **tiny-random is an untrained smoke-test network: its numbers are not depth quality.**")
     run_lines += [f"- note: {note}" for note in sorted(evaluation.notes)]
     write_markdown(out_dir / "report.md", "ppd eval-bag report", [
