@@ -1,0 +1,169 @@
+"""`ppd bench video`: temporal consistency, latency and throughput of image vs video (PPVD) mode.
+
+Renders a synthetic camera-motion sequence with exact depth and poses (a few frames of still
+camera first, then a handheld sweep), runs it through the image engine frame by frame (the
+baseline of this run) and through the video stream at each requested stride, aligns every
+result to GT with one log-space fit per sequence and prints TAE, flicker and AbsRel
+(:mod:`ppd_ros.temporal_metrics`), the latency of each frame in frames and seconds, and the
+throughput (frames/s, seconds per window), with ratios against image mode.
+"""
+from __future__ import annotations
+
+import argparse
+
+RANDOM_WEIGHTS_NOTE = (
+    "NOTE: random weights ({names}): the depth is noise, so TAE / flicker / AbsRel say nothing about "
+    "the models; only the plumbing is meaningful (every frame once and in order, latency in frames, "
+    "throughput)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ppd_ros.engine import MODEL_NAMES
+    from ppd_ros.video_engine import VIDEO_MODEL_NAMES
+
+    parser.add_argument("--model", default="tiny-random", choices=MODEL_NAMES, help="image-mode model")
+    parser.add_argument("--video-model", default="tiny-random-video", choices=VIDEO_MODEL_NAMES)
+    parser.add_argument("--strides", default="13,4", help="video strides S to compare (comma separated)")
+    parser.add_argument("--frames", type=int, default=26, help="frames of camera motion")
+    parser.add_argument("--hold", type=int, default=4, help="still-camera frames before the motion")
+    parser.add_argument("--width", type=int, default=96)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--target-area", type=int, default=None,
+                        help="image-mode inference pixels (default: width*height)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed of both engines")
+    parser.add_argument("--scene-seed", type=int, default=3)
+    parser.add_argument("--weights-dir", default=None)
+
+
+def _render_sequence(args: argparse.Namespace):
+    import numpy as np
+
+    from ppd_ros.synthetic import Scene, camera_trajectory, default_camera, render
+
+    scene = Scene.random(args.scene_seed)
+    camera = default_camera(args.width, args.height)
+    motion = camera_trajectory(args.frames, args.scene_seed, scene)
+    poses = np.concatenate([np.repeat(motion[:1], args.hold, axis=0), motion])
+    frames = [render(scene, camera, pose) for pose in poses]
+    return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames]), poses, camera
+
+
+def _resize_nearest(depth, height: int, width: int):
+    import cv2
+
+    if depth.shape == (height, width):
+        return depth
+    return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def _quality(relative, gt, poses, camera) -> dict:
+    import numpy as np
+
+    from ppd_ros.temporal_metrics import align_log_depth, temporal_metrics
+
+    aligned = align_log_depth(relative, gt)
+    metrics = temporal_metrics(aligned, gt, poses, camera)
+    valid = np.isfinite(gt) & (gt > 0)
+    absrel = float(np.mean(np.abs(aligned[valid] - gt[valid]) / gt[valid]))
+    return {"tae": metrics.tae, "flicker": metrics.flicker, "absrel": absrel}
+
+
+def _run_image_mode(args, rgb, gt, poses, camera) -> dict:
+    import time
+
+    import numpy as np
+
+    from ppd_ros.engine import DepthEstimator
+
+    area = args.target_area or args.width * args.height
+    estimator = DepthEstimator.create(args.model, args.weights_dir, args.device, args.steps, area, args.seed)
+    estimator.predict(rgb[0])  # warm-up
+    depths, seconds = [], []
+    for frame in rgb:
+        start = time.perf_counter()
+        prediction = estimator.predict(frame)
+        depth = prediction.depth_numpy()
+        seconds.append(time.perf_counter() - start)
+        depths.append(_resize_nearest(depth, *frame.shape[:2]))
+    total = float(np.sum(seconds))
+    row = {"mode": f"image ({args.model})", "latency_frames": (0.0, 0), "windows": len(rgb),
+           "latency_s": (float(np.mean(seconds)), float(np.max(seconds))),
+           "s_per_window": total / len(rgb), "fps": len(rgb) / total, "device": str(estimator.device),
+           "size": f"{prediction.size[1]}x{prediction.size[0]}"}
+    row.update(_quality(np.stack(depths), gt, poses, camera))
+    return row
+
+
+def _run_video_mode(args, stride: int, rgb, gt, poses, camera) -> dict:
+    import numpy as np
+
+    from ppd_ros.video_engine import VideoDepthEstimator, WindowThroughput
+
+    estimator = VideoDepthEstimator.create(args.video_model, args.weights_dir, args.device, stride,
+                                           args.steps, args.seed)
+    for frame in rgb[:stride + 3]:  # warm-up: one window
+        estimator.push(frame)
+    estimator.reset("warm-up", flush=False)
+    estimator.throughput = WindowThroughput()
+
+    results = []
+    for i, frame in enumerate(rgb):
+        results += estimator.push(frame, tag=i)
+    results += estimator.flush()
+    tags = [r.tag for r in results]
+    if tags != list(range(len(rgb))):
+        raise RuntimeError(f"video mode S={stride} emitted frames {tags}, expected each of 0..{len(rgb) - 1} once")
+    frames_latency = np.array([r.latency_frames for r in results])
+    seconds_latency = np.array([r.latency_seconds for r in results])
+    throughput = estimator.throughput
+    size = estimator.window_size
+    row = {"mode": f"video S={stride} ({args.video_model})",
+           "latency_frames": (float(frames_latency.mean()), int(frames_latency.max())),
+           "latency_s": (float(seconds_latency.mean()), float(seconds_latency.max())),
+           "windows": throughput.windows, "s_per_window": throughput.seconds_per_window,
+           "fps": throughput.frames_per_second, "device": str(estimator.device), "size": f"{size}x{size}"}
+    row.update(_quality(np.stack([r.depth for r in results]), gt, poses, camera))
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from ppd_ros.engine import MODELS
+    from ppd_ros.video_engine import VIDEO_MODELS
+
+    strides = [int(s) for s in str(args.strides).split(",") if s.strip()]
+    start = time.perf_counter()
+    rgb, gt, poses, camera = _render_sequence(args)
+    print(f"sequence: {len(rgb)} frames {args.width}x{args.height} ({args.hold} still, then camera motion), "
+          f"scene seed {args.scene_seed}, rendered in {time.perf_counter() - start:.1f} s; {args.steps} Euler steps")
+
+    random_names = [n for n, registry in ((args.model, MODELS), (args.video_model, VIDEO_MODELS))
+                    if registry[n] is None]
+    if random_names:
+        print(RANDOM_WEIGHTS_NOTE.format(names=", ".join(random_names)))
+
+    rows = [_run_image_mode(args, rgb, gt, poses, camera)]
+    rows += [_run_video_mode(args, stride, rgb, gt, poses, camera) for stride in strides]
+    base = rows[0]
+
+    print("metrics: one log-space scale/shift per sequence; TAE and flicker over consecutive pairs "
+          "(ppd_ros.temporal_metrics); ratios are against image mode (x img)")
+    header = (f"{'mode':<34} {'size':>8} {'TAE':>8} {'x img':>6} {'flicker':>8} {'x img':>6} {'AbsRel':>7} "
+              f"{'lat fr mean/max':>15} {'lat s mean/max':>15} {'windows':>7} {'s/window':>9} "
+              f"{'frames/s':>9} {'x img':>6}")
+    print(header)
+    for row in rows:
+        print(f"{row['mode']:<34} {row['size']:>8} {row['tae']:8.4f} {row['tae'] / base['tae']:6.2f} "
+              f"{row['flicker']:8.4f} {row['flicker'] / base['flicker']:6.2f} {row['absrel']:7.4f} "
+              f"{row['latency_frames'][0]:8.1f}/{row['latency_frames'][1]:<6d} "
+              f"{row['latency_s'][0]:7.3f}/{row['latency_s'][1]:<7.3f} {row['windows']:7d} "
+              f"{row['s_per_window']:9.3f} {row['fps']:9.2f} {row['fps'] / base['fps']:6.2f}")
+    print(f"device: {base['device']}; image-mode windows = frames (one predict each); video frames/s = "
+          "frames emitted / seconds spent in windows; latency s = push -> emission wall time")
+    if random_names:
+        print(RANDOM_WEIGHTS_NOTE.format(names=", ".join(random_names)))
+    return 0
