@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     fetch.set_defaults(func=cmd_fetch_weights)
 
+    for name, module, help_text in (
+        ("eval-bag", "ppd_ros.evaluation.eval_bag", "evaluate depth on a recorded bag"),
+        ("eval-benchmark", "ppd_ros.evaluation.benchmarks", "standard depth benchmarks"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        __import__(module, fromlist=["add_arguments"]).add_arguments(sub)
+        sub.set_defaults(func=__import__(module, fromlist=["run"]).run)
+
     bench = commands.add_parser("bench", help="benchmarks that print ratios against a baseline")
     kinds = bench.add_subparsers(dest="benchmark", required=True)
     for name, (module, help_text) in BENCHMARKS.items():
