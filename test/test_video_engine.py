@@ -240,3 +240,23 @@ def test_sequence_alignment_is_one_log_space_fit():
     relative[1] *= 2  # one frame off-scale: a single fit cannot absorb it, a per-frame fit can
     assert not np.allclose(align_log_depth(relative, gt), gt, rtol=1e-2)
     np.testing.assert_allclose(align_log_depth(relative, gt, per_frame=True), gt, rtol=1e-3)
+
+
+# --- bench plumbing --------------------------------------------------------------------------
+
+def test_bench_video_prints_all_modes_and_the_random_weights_note(capsys):
+    import argparse
+
+    from ppd_ros.bench import video as bench_video
+
+    parser = argparse.ArgumentParser()
+    bench_video.add_arguments(parser)
+    args = parser.parse_args(["--frames", "3", "--hold", "2", "--width", "32", "--height", "32",
+                              "--steps", "1", "--device", "cpu", "--strides", "13,4"])
+    assert bench_video.run(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split()[:2] for line in lines if line.startswith(("image ", "video "))]
+    assert rows == [["image", "(tiny-random)"], ["video", "S=13"], ["video", "S=4"]]
+    assert sum("only the plumbing is meaningful" in line for line in lines) == 2
+    exact = next(line for line in lines if line.startswith("reference: exact depth"))
+    assert float(exact.split()[3]) < 1e-3  # TAE of exact depth
