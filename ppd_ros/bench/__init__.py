@@ -8,5 +8,6 @@ BENCHMARKS = {
     "cloud": ("ppd_ros.bench.cloud", "depth -> filtered PointCloud2 vs Open3D outlier removal"),
     "node": ("ppd_ros.bench.node", "node overhead outside the model, per stage"),
     "model": ("ppd_ros.bench.model", "full-size forward pass: time and peak memory"),
+    "video": ("ppd_ros.bench.video", "temporal consistency (TAE, flicker), latency, throughput: image vs video mode"),
     "metric": ("ppd_ros.bench.metric", "metric alignment: dense vs sparse AbsRel, scale jitter, step response"),
 }
