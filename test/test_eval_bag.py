@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from ppd_ros.evaluation import metrics as M
-from ppd_ros.evaluation.bag import ReadLog, StampPairer, image_to_rgb, read_messages, typestore
+from ppd_ros.evaluation.bag import ReadLog, StampPairer, read_messages, typestore
 from ppd_ros.evaluation.eval_bag import add_arguments, run
+from ppd_ros.msg_decode import image_to_rgb8
 
 WIDTH, HEIGHT, FRAMES = 64, 48, 4
 NS = 1_000_000_000
@@ -239,7 +240,7 @@ def test_ros1_bag_is_read(tmp_path, synthetic_frames):
     log = ReadLog(str(path))
     messages = list(read_messages(path, {"/camera/image"}, log))
     assert log.storage == "ros1" and log.damage is None and len(messages) == FRAMES
-    np.testing.assert_array_equal(image_to_rgb(messages[2].msg), frames[2][0])
+    np.testing.assert_array_equal(image_to_rgb8(messages[2].msg), frames[2][0])
 
 
 def test_image_decoding_honours_step_and_encoding():
@@ -251,10 +252,10 @@ def test_image_decoding_honours_step_and_encoding():
     header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id="")
     msg = t["sensor_msgs/msg/Image"](header=header, height=5, width=7, encoding="bgr8", is_bigendian=0,
                                     step=24, data=padded.reshape(-1))
-    np.testing.assert_array_equal(image_to_rgb(msg), rgb)
-    msg.encoding = "yuv422"
+    np.testing.assert_array_equal(image_to_rgb8(msg), rgb)
+    msg.encoding = "nv12"  # not a sensor_msgs encoding (yuv422, which this line used before, now decodes)
     with pytest.raises(ValueError, match="unsupported image encoding"):
-        image_to_rgb(msg)
+        image_to_rgb8(msg)
 
 
 def test_stamp_pairer_takes_nearest_reference_within_tolerance():

@@ -3,9 +3,8 @@
 :func:`read_messages` yields deserialised messages of chosen topics in log-time order and records
 in a :class:`ReadLog` what could not be read. A bag that `rosbags` cannot open (a recording cut
 short: no MCAP summary, a sqlite file shorter than its header says) is scanned record by record
-up to the damage. Decoders turn the `rosbags` message objects of sensor_msgs Image,
-CompressedImage, CameraInfo and PointCloud2 into numpy arrays; :class:`StampPairer` pairs each
-image with the ground truth of the nearest header stamp.
+up to the damage. :class:`StampPairer` pairs each image with the ground truth of the nearest header
+stamp. The messages are decoded into numpy by :mod:`ppd_ros.msg_decode`.
 """
 from __future__ import annotations
 
@@ -17,11 +16,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
-
-import cv2
-import numpy as np
-
-from ppd_ros.metric.sparse import depth_image_to_metres
 
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3", ".bag": "ros1"}
 MCAP_MAGIC = b"\x89MCAP0\r\n"
@@ -253,127 +247,6 @@ def _scan_sqlite(file: Path, topics: set[str], store, log: ReadLog) -> Iterator[
             log.damage += f"; {file.name}: rows stop at a damaged page ({error})"
         finally:
             connection.close()
-
-
-# ------------------------------------------------------------------------------- decoders
-def _get(msg, *names):
-    """First present attribute of ``names`` (ROS 2 lower-case vs ROS 1 upper-case fields)."""
-    for name in names:
-        if hasattr(msg, name):
-            return getattr(msg, name)
-    raise AttributeError(f"{type(msg).__name__} has none of {names}")
-
-
-def stamp_ns(msg) -> int:
-    """Header stamp in nanoseconds."""
-    stamp = msg.header.stamp
-    return int(_get(stamp, "sec", "secs")) * 1_000_000_000 + int(_get(stamp, "nanosec", "nsecs"))
-
-
-def _pixels(msg, dtype: np.dtype, channels: int) -> np.ndarray:
-    """(H, W[, C]) view of an Image's data honouring step and endianness."""
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = msg.width * channels * dtype.itemsize
-    if msg.step < row_bytes:
-        raise ValueError(f"step {msg.step} is smaller than width x pixel size {row_bytes}")
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if data.size < msg.step * msg.height:
-        raise ValueError(f"image data has {data.size} bytes, {msg.step * msg.height} expected")
-    rows = data[: msg.step * msg.height].reshape(msg.height, msg.step)[:, :row_bytes]
-    array = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="))
-    return array.reshape(msg.height, msg.width, channels) if channels > 1 else array.reshape(msg.height, msg.width)
-
-
-_BAYER = {"bayer_rggb8": cv2.COLOR_BayerBG2RGB, "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
-          "bayer_gbrg8": cv2.COLOR_BayerGR2RGB, "bayer_grbg8": cv2.COLOR_BayerGB2RGB}
-
-
-def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB (rgb8, bgr8, rgba8, bgra8, mono8, mono16, bayer)."""
-    encoding = msg.encoding.lower()
-    if encoding in ("rgb8", "bgr8", "8uc3"):
-        rgb = _pixels(msg, np.uint8, 3)
-        return rgb[..., ::-1].copy() if encoding != "rgb8" else rgb
-    if encoding in ("rgba8", "bgra8", "8uc4"):
-        rgba = _pixels(msg, np.uint8, 4)[..., :3]
-        return np.ascontiguousarray(rgba[..., ::-1] if encoding != "rgba8" else rgba)
-    if encoding in ("mono8", "8uc1"):
-        return np.repeat(_pixels(msg, np.uint8, 1)[..., None], 3, axis=2)
-    if encoding in ("mono16", "16uc1"):
-        gray = (_pixels(msg, np.uint16, 1) >> 8).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if encoding in _BAYER:
-        return cv2.cvtColor(_pixels(msg, np.uint8, 1), _BAYER[encoding])
-    raise ValueError(f"unsupported image encoding {msg.encoding!r}")
-
-
-def compressed_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
-    bgr = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot decode compressed image (format {msg.format!r})")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def depth_image_msg_to_metres(msg) -> np.ndarray:
-    """Depth Image (32FC1 metres, 16UC1/mono16 millimetres) -> float32 metres, NaN invalid."""
-    encoding = msg.encoding.upper() if msg.encoding.lower() != "mono16" else "mono16"
-    if encoding == "32FC1":
-        return depth_image_to_metres(_pixels(msg, np.float32, 1), "32FC1")
-    if encoding in ("16UC1", "mono16"):
-        return depth_image_to_metres(_pixels(msg, np.uint16, 1), encoding)
-    raise ValueError(f"unsupported depth encoding {msg.encoding!r}")
-
-
-def compressed_depth_to_metres(msg) -> np.ndarray:
-    """compressed_depth_image_transport payload ("16UC1; compressedDepth png" or 32FC1 with
-    quantised inverse depth) -> float32 metres, NaN invalid."""
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if "compresseddepth" not in msg.format.lower() or data.size <= 12:
-        raise ValueError(f"unsupported compressed depth format {msg.format!r}")
-    image = cv2.imdecode(data[12:], cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError("cannot decode compressedDepth PNG payload")
-    if "32fc1" in msg.format.lower():
-        a, b = struct.unpack_from("<ff", data.tobytes(), 4)
-        with np.errstate(divide="ignore"):
-            depth = np.where(image > 0, a / (image.astype(np.float32) - b), np.nan).astype(np.float32)
-        return depth_image_to_metres(depth, "32FC1")
-    return depth_image_to_metres(image.astype(np.uint16), "16UC1")
-
-
-def camera_from_info(msg, rectified: bool = False):
-    """sensor_msgs/CameraInfo -> :class:`ppd_ros.geometry.camera.CameraModel`."""
-    from ppd_ros.geometry.camera import CameraModel
-
-    roi = msg.roi
-    return CameraModel.from_camera_info_fields(
-        msg.width, msg.height, _get(msg, "k", "K"), _get(msg, "d", "D"), _get(msg, "r", "R"),
-        _get(msg, "p", "P"), msg.distortion_model, msg.binning_x, msg.binning_y,
-        (roi.x_offset, roi.y_offset, roi.width, roi.height), rectified,
-    )
-
-
-_POINT_TYPES = {1: np.int8, 2: np.uint8, 3: np.int16, 4: np.uint16, 5: np.int32, 6: np.uint32,
-                7: np.float32, 8: np.float64}
-
-
-def cloud_to_xyz(msg) -> np.ndarray:
-    """sensor_msgs/PointCloud2 -> (N, 3) float64 x, y, z of every point (NaN kept)."""
-    fields = {f.name: f for f in msg.fields}
-    if not {"x", "y", "z"} <= set(fields):
-        raise ValueError(f"point cloud has no x/y/z fields (fields: {sorted(fields)})")
-    order = ">" if msg.is_bigendian else "<"
-    dtype = np.dtype({
-        "names": ["x", "y", "z"],
-        "formats": [np.dtype(_POINT_TYPES[fields[n].datatype]).newbyteorder(order) for n in "xyz"],
-        "offsets": [fields[n].offset for n in "xyz"],
-        "itemsize": msg.point_step,
-    })
-    data = np.asarray(msg.data, dtype=np.uint8)
-    rows = data[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
-    points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
-    return np.stack([points[n].astype(np.float64) for n in "xyz"], axis=1)
 
 
 # ------------------------------------------------------------------------------- pairing

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ppd_ros.evaluation import metrics as M
-from ppd_ros.evaluation.bag import (
-    ReadLog, StampPairer, camera_from_info, cloud_to_xyz, compressed_depth_to_metres, compressed_to_rgb,
-    depth_image_msg_to_metres, image_to_rgb, list_topics, read_messages, stamp_ns,
-)
+from ppd_ros.evaluation.bag import ReadLog, StampPairer, list_topics, read_messages
 from ppd_ros.evaluation.report import (
     OutputBag, WorstFrames, error_map_image, histogram_plot, line_plot, table, write_csv, write_markdown,
+)
+from ppd_ros.msg_decode import (
+    camera_info_to_model, compressed_depth_to_metres, compressed_to_rgb8, depth_image_msg_to_metres, image_to_rgb8,
+    pointcloud2_xyz, stamp_ns,
 )
 
 STAGES = ("decode_s", "inference_s", "align_s", "cloud_s", "metrics_s", "write_s")
@@ -285,7 +286,7 @@ def _mean(rows: list[dict], key: str) -> float:
 # ------------------------------------------------------------------------------- run
 def decode_gt(message, kind: str):
     if kind == "points":
-        return ("points", cloud_to_xyz(message.msg))
+        return ("points", pointcloud2_xyz(message.msg))
     if message.msgtype.endswith("CompressedImage"):
         return ("depth", compressed_depth_to_metres(message.msg))
     return ("depth", depth_image_msg_to_metres(message.msg))
@@ -338,12 +339,11 @@ def run(args: argparse.Namespace) -> int:
                 break  # stop at the first image past the limit: GT of earlier images may still come
             try:
                 if message.topic == args.camera_info_topic:
-                    camera = camera_from_info(message.msg, rectified=args.rectified)
-                    camera.validate()
+                    camera = camera_info_to_model(message.msg, rectified=args.rectified)
                 elif message.topic == args.image_topic:
                     start = time.perf_counter()
                     compressed = message.msgtype.endswith("CompressedImage")
-                    rgb = compressed_to_rgb(message.msg) if compressed else image_to_rgb(message.msg)
+                    rgb = compressed_to_rgb8(message.msg) if compressed else image_to_rgb8(message.msg)
                     frame = PendingFrame(images_seen, stamp_ns(message.msg), message.msg.header.frame_id, rgb,
                                          camera, time.perf_counter() - start)
                     images_seen += 1

@@ -37,6 +37,11 @@ import lightning as L
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from ppd_ros.msg_decode import (
+    camera_info_to_model, compressed_depth_to_metres, compressed_to_rgb8, depth_image_msg_to_metres, image_to_rgb8,
+    pointcloud2_xyz, stamp_ns,
+)
+
 HYPERSIM_FOCAL_PX = 886.81  # all Hypersim cameras: 1024x768, 60 deg horizontal field of view
 URBANSYN_DEPTH_SCALE = 1e5
 TARTANAIR_SKY_M = 200.0
@@ -469,79 +474,7 @@ class SyntheticDataset(DepthFrames):
 
 
 # --------------------------------------------------------------------------------------------
-# rosbags (ROS-free decoding of sensor_msgs/Image, CompressedImage, CameraInfo, PointCloud2)
-
-_IMAGE_CHANNELS = {
-    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
-    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3),
-    "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1), "32FC1": (np.float32, 1),
-}
-
-
-def decode_image_message(msg) -> tuple[np.ndarray, str]:
-    """(array, encoding) of a deserialised sensor_msgs/Image (rows with ``step`` padding handled)."""
-    if msg.encoding not in _IMAGE_CHANNELS:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}")
-    dtype, channels = _IMAGE_CHANNELS[msg.encoding]
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    raw = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
-    row = raw[:, : msg.width * channels * dtype.itemsize].copy()
-    array = row.view(dtype).reshape(msg.height, msg.width, channels).astype(dtype.newbyteorder("="))
-    return (array[..., 0] if channels == 1 else array), msg.encoding
-
-
-def decode_compressed_message(msg) -> tuple[np.ndarray, str]:
-    """(array, encoding) of a sensor_msgs/CompressedImage: colour JPEG/PNG -> 'bgr8';
-    ``compressedDepth`` (12-byte header + 16-bit PNG) -> '16UC1'."""
-    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    if "compressedDepth" in msg.format:
-        png = cv2.imdecode(data[12:], cv2.IMREAD_UNCHANGED)
-        if png is None or png.dtype != np.uint16:
-            raise ValueError(f"cannot decode compressedDepth image ({msg.format!r})")
-        return png, "16UC1"
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"cannot decode compressed image ({msg.format!r})")
-    if image.ndim == 2:
-        return image, "mono16" if image.dtype == np.uint16 else "mono8"
-    return image[..., :3], "bgr8"
-
-
-def image_to_rgb(array: np.ndarray, encoding: str) -> np.ndarray:
-    """uint8 RGB (H, W, 3) from a decoded colour/mono image."""
-    if encoding in ("bgr8", "bgra8"):
-        return cv2.cvtColor(array[..., :3], cv2.COLOR_BGR2RGB)
-    if encoding in ("rgb8", "rgba8", "8UC3"):
-        return np.ascontiguousarray(array[..., :3])
-    if encoding in ("mono8", "8UC1"):
-        return np.repeat(array[..., None], 3, axis=2)
-    raise ValueError(f"image encoding {encoding!r} is not a colour image")
-
-
-def pointcloud2_xyz(msg) -> np.ndarray:
-    """(N, 3) float64 x, y, z of a deserialised sensor_msgs/PointCloud2 (FLOAT32/FLOAT64 fields)."""
-    types = {7: "f4", 8: "f8"}
-    fields = {f.name: f for f in msg.fields}
-    if not all(k in fields for k in "xyz"):
-        raise ValueError("PointCloud2 has no x, y, z fields")
-    order = ">" if msg.is_bigendian else "<"
-    dtype = np.dtype({
-        "names": list("xyz"),
-        "formats": [order + types[fields[k].datatype] for k in "xyz"],
-        "offsets": [fields[k].offset for k in "xyz"],
-        "itemsize": msg.point_step,
-    })
-    raw = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.row_step)
-    raw = np.ascontiguousarray(raw[:, : msg.width * msg.point_step]).reshape(-1)
-    points = raw.view(dtype)
-    return np.stack([points[k].astype(np.float64) for k in "xyz"], axis=1)
-
-
-def _stamp_ns(msg, fallback: int) -> int:
-    header = getattr(msg, "header", None)
-    if header is None:
-        return fallback
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+# rosbags (messages decoded by ppd_ros.msg_decode)
 
 
 class RosbagDataset(DepthFrames):
@@ -582,12 +515,16 @@ class RosbagDataset(DepthFrames):
             connections = [c for c in reader.connections if c.topic in topics]
             for connection, timestamp, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, connection.msgtype)
-                messages[connection.topic].append((_stamp_ns(msg, timestamp), msg, connection.msgtype))
-        self._camera_info = None
+                stamp = stamp_ns(msg) if hasattr(msg, "header") else timestamp
+                messages[connection.topic].append((stamp, msg, connection.msgtype))
+        self._camera = None
         if camera_info_topic:
             if not messages[camera_info_topic]:
                 raise SampleError(f"rosbag {self.path}: no message on {camera_info_topic}")
-            self._camera_info = messages[camera_info_topic][0][1]
+            try:
+                self._camera = camera_info_to_model(messages[camera_info_topic][0][1])
+            except ValueError as error:
+                raise SampleError(f"rosbag {self.path}: {camera_info_topic}: {error}") from error
         if self.cloud_mode:
             from ppd_ros.metric.sparse import LidarProjector
 
@@ -607,25 +544,20 @@ class RosbagDataset(DepthFrames):
             raise SampleError(f"rosbag {self.path}: no {image_topic} message has a {reference_topic} "
                               f"message within {max_time_difference} s")
 
-    @staticmethod
-    def _decode(msg, msgtype: str) -> tuple[np.ndarray, str]:
-        if msgtype.endswith("CompressedImage"):
-            return decode_compressed_message(msg)
-        return decode_image_message(msg)
-
     def load(self, record):
-        from ppd_ros.metric.sparse import depth_image_to_metres
-
         name, image_msg, image_type, ref_msg, ref_type = record
         try:
-            rgb = image_to_rgb(*self._decode(image_msg, image_type))
+            compressed = image_type.endswith("CompressedImage")
+            rgb = compressed_to_rgb8(image_msg) if compressed else image_to_rgb8(image_msg)
         except ValueError as error:
             raise SampleError(f"{name}: {error}") from error
+        if not rgb.flags.writeable:  # an unpadded rgb8 image is a view of the message's read-only buffer
+            rgb = rgb.copy()
         height, width = rgb.shape[:2]
         K = UNKNOWN_K
-        if self._camera_info is not None:
-            K = np.asarray(self._camera_info.k, dtype=np.float64).reshape(3, 3)
-            info_size = (int(self._camera_info.height), int(self._camera_info.width))
+        if self._camera is not None:
+            K = self._camera.K
+            info_size = (int(self._camera.height), int(self._camera.width))
             if info_size != (height, width):
                 K = K.copy()
                 K[0] *= width / info_size[1]
@@ -634,8 +566,8 @@ class RosbagDataset(DepthFrames):
             depth = self._projector.project(pointcloud2_xyz(ref_msg), K, height, width)
         else:
             try:
-                array, encoding = self._decode(ref_msg, ref_type)
-                depth = depth_image_to_metres(array, "16UC1" if encoding == "mono16" else encoding)
+                compressed = ref_type.endswith("CompressedImage")
+                depth = compressed_depth_to_metres(ref_msg) if compressed else depth_image_msg_to_metres(ref_msg)
             except ValueError as error:
                 raise SampleError(f"{name}: depth: {error}") from error
         return name, rgb, depth, K
@@ -729,7 +661,6 @@ class DepthDataModule(L.LightningDataModule):
 __all__ = [
     "DATASETS", "DepthDataModule", "DepthFrames", "HypersimDataset", "RGBDFolderDataset", "ResizeCrop", "RosbagDataset",
     "SampleError", "SyntheticDataset", "TartanAirDataset", "UnrealStereo4KDataset", "UrbanSynDataset",
-    "VKITTI2Dataset", "build_dataset", "collate", "decode_compressed_message", "decode_image_message",
-    "distance_to_planar_depth", "image_to_rgb", "pointcloud2_xyz", "read_depth_file", "read_exr",
+    "VKITTI2Dataset", "build_dataset", "collate", "distance_to_planar_depth", "read_depth_file", "read_exr",
     "read_rgb", "write_exr",
 ]
