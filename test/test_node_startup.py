@@ -33,6 +33,8 @@ def failing_nodes(tmp_path_factory):
         "bad parameters": NodeProcess.depth_node(
             ["-p", "model:=no-such-model", "-p", "steps:=0", "-p", "input_transport:=udp",
              "-p", "sync_tolerance:=-1.0"], DOMAIN_ID),
+        "moge2 without its model": NodeProcess.depth_node(
+            ["-p", "model:=tiny-random", "-p", "metric_source:=moge2"], DOMAIN_ID),
         # through the pip route's console script when this environment has it installed
         "missing weights": NodeProcess(
             [*PIP_ENTRY, "--ros-args", "-p", "model:=ppd-da2", "-p", f"weights_dir:={empty}"], DOMAIN_ID),
@@ -49,6 +51,14 @@ def test_invalid_parameters_give_one_error_each_and_exit_1(failing_nodes):
                    "input_transport='udp' is not one of raw, compressed", "sync_tolerance=-1.0"):
         assert len([line for line in errors if phrase in line]) == 1, (phrase, errors)
     assert len(errors) == 4, errors
+
+
+def test_metric_source_moge2_needs_the_moge2_model(failing_nodes):
+    code, node = failing_nodes["moge2 without its model"]
+    assert code == 1
+    errors = node.matching("[ERROR]")
+    assert len(errors) == 1, errors
+    assert "metric_source='moge2' needs model='ppd-moge2'" in errors[0] and "model='tiny-random'" in errors[0]
 
 
 def test_missing_weights_names_fetch_command(failing_nodes):

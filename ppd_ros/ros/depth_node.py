@@ -5,9 +5,16 @@ Lifecycle: configure validates the parameters and loads the model, activate star
 ``auto_start`` (default true) runs both transitions at start, so ``ros2 run`` / ``ppd-depth-node``
 just work; with ``auto_start:=false`` a lifecycle manager drives the node.
 
-Threading: subscription callbacks only store the newest message (a one-slot mailbox; a message that
-is replaced before it was processed counts as dropped). A worker thread decodes, runs the model,
-makes the cloud and publishes, so the executor thread never blocks on inference.
+Threading: subscription callbacks only queue messages; a worker thread decodes, runs the model,
+makes the cloud and publishes, so the executor thread never blocks on inference. In ``mode:
+image`` the queue holds one frame (the newest wins; a replaced frame counts as dropped). In
+``mode: video`` the stream needs consecutive frames, so the queue holds ``video_queue_size``
+frames (the oldest is dropped when it is full) and every frame comes out later with its own
+header, once its window ran.
+
+Metric depth (``metric_source``): none / fixed map relative depth with depth_scale/depth_shift;
+moge2 / sparse fit scale and shift per frame to a metric reference and filter them over time
+(:mod:`ppd_ros.ros.metric_depth`).
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from ppd_ros.ros.diagnostics import NodeStats, diagnostic_array
+from ppd_ros.ros.metric_depth import (FrameDepth, MetricDepth, depth_image_reference, moge_camera,
+                                      moge_reference, pointcloud_reference, relative_to_depth)
 from ppd_ros.ros.params import (ParameterError, NodeConfig, config_from_values, declare_parameters,
                                 parameter_values)
 from ppd_ros.ros.qos import make_qos
@@ -37,6 +46,10 @@ except ImportError:
     DepthFrame = None
 
 NODE_NAME = "ppd_depth"
+MOGE_CAMERA_KEY = "moge2-intrinsics"  # camera key of frames whose intrinsics MoGe-2 estimated
+
+__all__ = ["DepthNode", "FrameQueue", "PendingFrame", "StampedBuffer", "colorize_depth", "main",
+           "relative_to_depth"]
 
 
 class FrameRejected(Exception):
@@ -49,31 +62,51 @@ class PendingFrame:
     received_at: float  # time.monotonic() at receipt
 
 
-class NewestFrameSlot:
-    """One-slot mailbox: :meth:`put` replaces any unprocessed frame, :meth:`take` waits for one."""
+@dataclass
+class StreamReset:
+    """A queued request to restart the video stream (after the frames queued before it)."""
 
-    def __init__(self):
+    reason: str
+
+
+class FrameQueue:
+    """Bounded FIFO mailbox: :meth:`put` drops the oldest frame when full, :meth:`take` waits for one.
+    With capacity 1 it is a newest-frame slot."""
+
+    def __init__(self, capacity: int = 1):
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
         self._condition = threading.Condition()
-        self._frame: PendingFrame | None = None
+        self._items: deque = deque()
 
     def put(self, frame: PendingFrame) -> bool:
-        """Store ``frame``; True when it replaced an unprocessed one (a drop)."""
+        """Queue ``frame``; True when the queue was full and its oldest frame was dropped."""
         with self._condition:
-            replaced = self._frame is not None
-            self._frame = frame
+            frames = sum(isinstance(item, PendingFrame) for item in self._items)
+            dropped = frames >= self.capacity
+            if dropped:
+                oldest = next(i for i, item in enumerate(self._items) if isinstance(item, PendingFrame))
+                del self._items[oldest]
+            self._items.append(frame)
             self._condition.notify()
-            return replaced
+            return dropped
 
-    def take(self, timeout: float) -> PendingFrame | None:
+    def put_control(self, item) -> None:
+        """Queue a non-frame request (never dropped, never drops a frame)."""
         with self._condition:
-            if self._frame is None:
+            self._items.append(item)
+            self._condition.notify()
+
+    def take(self, timeout: float):
+        with self._condition:
+            if not self._items:
                 self._condition.wait(timeout)
-            frame, self._frame = self._frame, None
-            return frame
+            return self._items.popleft() if self._items else None
 
     def clear(self) -> None:
         with self._condition:
-            self._frame = None
+            self._items.clear()
 
 
 def stamp_seconds(stamp) -> float:
@@ -84,27 +117,28 @@ def stamp_text(header) -> str:
     return f"{header.stamp.sec}.{header.stamp.nanosec:09d}"
 
 
-class CameraInfoBuffer:
-    """Recent CameraInfo messages, looked up by the stamp nearest an image's stamp."""
+class StampedBuffer:
+    """Recent stamped messages (CameraInfo, metric references), looked up by the stamp nearest an
+    image's stamp."""
 
     def __init__(self, capacity: int = 64):
         self._lock = threading.Lock()
-        self._infos: deque[CameraInfo] = deque(maxlen=capacity)
+        self._messages: deque = deque(maxlen=capacity)
         self.received = 0
 
-    def add(self, info: CameraInfo) -> None:
+    def add(self, msg) -> None:
         with self._lock:
-            self._infos.append(info)
+            self._messages.append(msg)
             self.received += 1
 
-    def nearest(self, stamp, tolerance: float) -> CameraInfo | None:
-        """The CameraInfo whose stamp is nearest ``stamp``, if within ``tolerance`` seconds."""
+    def nearest(self, stamp, tolerance: float):
+        """The message whose stamp is nearest ``stamp``, if within ``tolerance`` seconds."""
         target = stamp_seconds(stamp)
         with self._lock:
-            infos = list(self._infos)
-        if not infos:
+            messages = list(self._messages)
+        if not messages:
             return None
-        best = min(infos, key=lambda info: abs(stamp_seconds(info.header.stamp) - target))
+        best = min(messages, key=lambda msg: abs(stamp_seconds(msg.header.stamp) - target))
         if abs(stamp_seconds(best.header.stamp) - target) <= tolerance + 1e-9:
             return best
         return None
@@ -125,16 +159,58 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def relative_to_depth(relative: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
-    """Metres from relative log-depth: exp(scale * relative + shift) - 1; NaN where not positive."""
-    depth = torch.expm1(relative.float() * scale + shift)
-    return torch.where(depth > 0, depth, torch.full_like(depth, float("nan")))
+@dataclass
+class ModelOutput:
+    """One frame's relative depth from either model, with what is needed to publish it."""
+
+    header: object
+    rgb: np.ndarray  # the decoded input frame (cloud colours)
+    relative: torch.Tensor  # (h, w) relative log-depth
+    camera: object  # CameraModel at the input size, or None (depth only)
+    camera_origin: str  # "camera_info" | "moge2" | "" (none)
+    received_at: float
+    stages: dict
+    model_name: str
+    inference_seconds: float
+    metric: object = None  # MoGe-2 MetricGeometry (image mode, ppd-moge2)
+    latency_frames: int = 0  # video: frames pushed after this one before it came out
+
+
+@dataclass
+class StreamFrame:
+    """What the video stream carries for each pushed frame until its depth comes out (the tag)."""
+
+    header: object
+    rgb: np.ndarray
+    camera: object
+    received_at: float
+    decode_seconds: float
+
+
+class MetricCounters:
+    """Counts of the metric step for diagnostics (worker writes, timer reads)."""
+
+    def __init__(self):
+        self.last: FrameDepth | None = None
+        self.references_paired = 0
+        self.references_missing = 0
+        self.filter_resets: dict[str, int] = {}
+
+    def record(self, result: FrameDepth, reference_paired: bool | None) -> None:
+        self.last = result
+        if reference_paired is True:
+            self.references_paired += 1
+        elif reference_paired is False:
+            self.references_missing += 1
+        if result.filter_reset:
+            self.filter_resets[result.filter_reset] = self.filter_resets.get(result.filter_reset, 0) + 1
 
 
 class DepthNode(LifecycleNode):
     """See the module docstring. Topics (relative, so namespaces and remaps apply):
-    in ``image`` | ``image/compressed``, ``camera_info``; out ``depth``, ``depth/camera_info``,
-    ``points``, ``depth/colored``, ``depth/frame`` (colcon route), ``/diagnostics``."""
+    in ``image`` | ``image/compressed``, ``camera_info``, ``metric_reference_topic`` (metric_source
+    sparse); out ``depth``, ``depth/camera_info``, ``points``, ``depth/colored``, ``depth/frame``
+    (colcon route), ``/diagnostics``. Service (mode video): ``~/reset_stream`` (std_srvs/Trigger)."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
@@ -142,14 +218,25 @@ class DepthNode(LifecycleNode):
         self.config: NodeConfig | None = None
         self.estimator = None
         self.stats = NodeStats()
-        self._slot = NewestFrameSlot()
-        self._infos = CameraInfoBuffer()
+        self._queue = FrameQueue(1)
+        self._infos = StampedBuffer()
+        self._references = StampedBuffer(capacity=32)
+        self._metric: MetricDepth | None = None
+        self._metric_counters = MetricCounters()
+        self._projector = None
         self._active = False
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._outputs: dict[str, object] = {}
         self._inputs = []
+        self._reset_service = None
         self._warned_no_camera_info = False
+        self._camera_origin = ""
+        # video stream state (worker thread only)
+        self._last_stream_stamp: float | None = None
+        self._stream_camera = None
+        self._last_push = 0.0
+        self._latency_frames: deque[int] = deque(maxlen=30)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         self._diagnostics_timer = self.create_timer(
@@ -158,7 +245,7 @@ class DepthNode(LifecycleNode):
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from ppd_ros.engine import DepthEstimator
+        from ppd_ros.metric import LidarProjector
         from ppd_ros.weights import WeightsMissingError
 
         values, problems = parameter_values(self)
@@ -171,15 +258,23 @@ class DepthNode(LifecycleNode):
             for problem in problems:
                 self.get_logger().error(problem)
             return TransitionCallbackReturn.FAILURE
+        model_name = config.video_model if config.mode == "video" else config.model
         try:
-            self.estimator = DepthEstimator.create(
-                model=config.model, weights_dir=config.weights_dir or None, device=config.device,
-                steps=config.steps, target_area=config.target_area, seed=config.seed)
+            self.estimator = self._create_estimator(config)
         except (WeightsMissingError, ValueError, RuntimeError, OSError) as error:
             # missing weights (the message names `ppd fetch-weights`), bad checksum or checkpoint, bad device
-            self.get_logger().error(f"cannot load model {config.model}: {error}")
+            self.get_logger().error(f"cannot load model {model_name}: {error}")
             return TransitionCallbackReturn.FAILURE
         self.config = config
+        self._metric = MetricDepth(config.metric_source, config.depth_scale, config.depth_shift,
+                                   temporal_filter=config.metric_temporal_filter, max_gap_s=config.metric_max_gap,
+                                   max_residual=config.metric_max_residual, seed=config.seed)
+        self._metric_counters = MetricCounters()
+        self._projector = None
+        if config.metric_source == "sparse" and config.metric_reference_type == "pointcloud":
+            self._projector = LidarProjector(config.metric_lidar_translation, config.metric_lidar_rotation_xyzw)
+        self._queue = FrameQueue(config.video_queue_size if config.mode == "video" else 1)
+        self._last_stream_stamp, self._stream_camera = None, None
         self.destroy_timer(self._diagnostics_timer)
         self._diagnostics_timer = self.create_timer(config.diagnostics_period, self._publish_diagnostics)
         self._create_endpoints(config)
@@ -187,12 +282,32 @@ class DepthNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, name="ppd_depth_worker", daemon=True)
         self._worker.start()
         level = self.get_logger().info if config.is_metric else self.get_logger().warning
-        level(f"model {config.model} on {self.estimator.device}, {config.steps} steps, target area "
-              f"{config.target_area}, input {config.input_transport}. Output: {config.depth_kind_note}")
+        if config.mode == "video":
+            setup = (f"mode video: model {model_name} on {self.estimator.device}, stride {config.video_stride}, "
+                     f"{config.steps} steps")
+        else:
+            setup = (f"model {model_name} on {self.estimator.device}, {config.steps} steps, target area "
+                     f"{config.target_area}")
+        level(f"{setup}, input {config.input_transport}, metric source {config.metric_source}. "
+              f"Output: {config.depth_kind_note}")
         if DepthFrame is None:
             self.get_logger().info("ppd_ros.msg.DepthFrame is not built (pip install): the "
                                    "depth/frame output is off; build with colcon to get it")
         return super().on_configure(state)
+
+    @staticmethod
+    def _create_estimator(config: NodeConfig):
+        if config.mode == "video":
+            from ppd_ros.video_engine import VideoDepthEstimator
+
+            return VideoDepthEstimator.create(model=config.video_model, weights_dir=config.weights_dir or None,
+                                              device=config.device, stride=config.video_stride,
+                                              steps=config.steps, seed=config.seed)
+        from ppd_ros.engine import DepthEstimator
+
+        return DepthEstimator.create(model=config.model, weights_dir=config.weights_dir or None,
+                                     device=config.device, steps=config.steps, target_area=config.target_area,
+                                     seed=config.seed)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
@@ -200,7 +315,7 @@ class DepthNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
-        self._slot.clear()
+        self._queue.clear()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -221,6 +336,9 @@ class DepthNode(LifecycleNode):
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
         self._inputs = []
+        if self._reset_service is not None:
+            self.destroy_service(self._reset_service)
+            self._reset_service = None
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
         self._outputs = {}
@@ -229,7 +347,9 @@ class DepthNode(LifecycleNode):
 
     def _create_endpoints(self, config: NodeConfig) -> None:
         out_qos = make_qos(config.output_reliability, config.output_depth)
-        in_qos = make_qos(config.input_reliability, config.input_depth)
+        # video: the stream wants every frame, so let DDS keep a few while the callback queues them
+        image_depth = max(config.input_depth, 10) if config.mode == "video" else config.input_depth
+        in_qos = make_qos(config.input_reliability, image_depth)
         self._outputs = {
             "depth": self.create_lifecycle_publisher(Image, "depth", out_qos),
             "camera_info": self.create_lifecycle_publisher(CameraInfo, "depth/camera_info", out_qos),
@@ -242,18 +362,37 @@ class DepthNode(LifecycleNode):
             image_sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
         else:
             image_sub = self.create_subscription(Image, "image", self._on_image, in_qos)
-        # CameraInfo is small and must not be lost for pairing: keep a few even with best effort.
-        info_qos = make_qos(config.input_reliability, max(config.input_depth, 10))
-        info_sub = self.create_subscription(CameraInfo, "camera_info", self._infos.add, info_qos)
+        # CameraInfo and references are small or rare and must not be lost for pairing: keep a few.
+        side_qos = make_qos(config.input_reliability, max(config.input_depth, 10))
+        info_sub = self.create_subscription(CameraInfo, "camera_info", self._infos.add, side_qos)
         self._inputs = [image_sub, info_sub]
+        if config.metric_source == "sparse":
+            reference_type = Image if config.metric_reference_type == "depth_image" else PointCloud2
+            self._inputs.append(self.create_subscription(
+                reference_type, config.metric_reference_topic, self._references.add, side_qos))
+        if config.mode == "video":
+            from std_srvs.srv import Trigger
+
+            self._reset_service = self.create_service(Trigger, "~/reset_stream", self._on_reset_stream)
 
     # ----------------------------------------------------------------- callbacks
     def _on_image(self, msg) -> None:
         if not self._active:
             return
         self.stats.frame_received()
-        if self._slot.put(PendingFrame(msg, time.monotonic())):
+        if self._queue.put(PendingFrame(msg, time.monotonic())):
             self.stats.frame_dropped()
+
+    def _on_reset_stream(self, request, response):
+        if not self._active or self.config is None or self.config.mode != "video":
+            response.success = False
+            response.message = "not active in mode video: nothing to reset"
+            return response
+        self._queue.put_control(StreamReset("service"))
+        response.success = True
+        response.message = ("stream reset queued: frames received before it are processed and the pending "
+                            "ones flushed (published), then the next frame starts a new sequence")
+        return response
 
     def _subscribed(self, key: str) -> bool:
         publisher = self._outputs.get(key)
@@ -262,54 +401,143 @@ class DepthNode(LifecycleNode):
     # ----------------------------------------------------------------- worker
     def _work(self) -> None:
         while not self._stop.is_set():
-            frame = self._slot.take(timeout=0.1)
-            if frame is None or not self._active:
+            item = self._queue.take(timeout=0.1)
+            if not self._active:
                 continue
             try:
-                self._process(frame)
+                if isinstance(item, StreamReset):
+                    self._reset_stream(item.reason)
+                elif item is None:
+                    self._flush_idle_stream()
+                elif self.config.mode == "video":
+                    self._process_video(item)
+                else:
+                    self._process_image(item)
             except FrameRejected as error:
                 self.stats.frame_skipped()
-                self.get_logger().error(f"skipping frame {stamp_text(frame.msg.header)}: {error}")
+                self.get_logger().error(f"skipping frame {stamp_text(item.msg.header)}: {error}")
             except Exception as error:  # keep serving the next frame whatever went wrong here
-                self.stats.frame_skipped()
-                self.get_logger().error(
-                    f"skipping frame {stamp_text(frame.msg.header)}: unexpected {type(error).__name__}: {error}")
+                if isinstance(item, PendingFrame):
+                    self.stats.frame_skipped()
+                what = f"frame {stamp_text(item.msg.header)}" if isinstance(item, PendingFrame) else "stream reset"
+                self.get_logger().error(f"skipping {what}: unexpected {type(error).__name__}: {error}")
 
-    def _process(self, frame: PendingFrame) -> None:
-        from ppd_ros.geometry.cloud import depth_to_cloud
-        from ppd_ros.ros.conversions import (ConversionError, camera_info_to_model, camera_model_to_info,
-                                             compressed_to_rgb8, image_to_rgb8, numpy_to_image,
-                                             structured_to_pointcloud2)
+    def _wanted(self) -> set[str]:
+        return {key for key in self._outputs if self._subscribed(key)}
 
-        config = self.config
-        wanted = {key for key in self._outputs if self._subscribed(key)}
+    def _decode(self, msg) -> np.ndarray:
+        from ppd_ros.ros.conversions import ConversionError, compressed_to_rgb8, image_to_rgb8
+
+        try:
+            return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
+        except ConversionError as error:
+            raise FrameRejected(str(error)) from error
+
+    def _process_image(self, frame: PendingFrame) -> None:
+        wanted = self._wanted()
         if not wanted:
             self.stats.frame_idle()
             return
         header = frame.msg.header
         stages = {}
-
         start = time.perf_counter()
-        try:
-            if isinstance(frame.msg, CompressedImage):
-                rgb = compressed_to_rgb8(frame.msg)
-            else:
-                rgb = image_to_rgb8(frame.msg)
-        except ConversionError as error:
-            raise FrameRejected(str(error)) from error
+        rgb = self._decode(frame.msg)
         stages["decode"] = time.perf_counter() - start
 
         start = time.perf_counter()
         prediction = self.estimator.predict(rgb)
         stages["model"] = time.perf_counter() - start
 
+        camera, origin = self._paired_camera(header, rgb.shape[1], rgb.shape[0]), "camera_info"
+        if camera is None and prediction.metric is not None and self.config.use_moge_intrinsics:
+            h, w = prediction.size
+            camera, origin = moge_camera(prediction.metric.intrinsics, w, h).scaled_to(rgb.shape[1], rgb.shape[0]), "moge2"
+        self._publish(ModelOutput(header, rgb, prediction.depth, camera, origin if camera is not None else "",
+                                  frame.received_at, stages, prediction.model, prediction.seconds,
+                                  metric=prediction.metric), wanted)
+
+    # ----------------------------------------------------------------- video stream
+    def _process_video(self, frame: PendingFrame) -> None:
+        if not self._wanted():
+            self.stats.frame_idle()
+            return
+        header = frame.msg.header
         start = time.perf_counter()
-        camera = self._paired_camera(header, rgb.shape[1], rgb.shape[0], camera_info_to_model)
-        depth = relative_to_depth(prediction.depth, config.depth_scale, config.depth_shift)
-        if config.output_resolution == "input":
+        rgb = self._decode(frame.msg)
+        decode_seconds = time.perf_counter() - start
+        camera = self._paired_camera(header, rgb.shape[1], rgb.shape[0])
+        stamp = stamp_seconds(header.stamp)
+        reason = ""
+        if self._last_stream_stamp is not None:
+            if stamp < self._last_stream_stamp:
+                reason = "time_backwards"
+            elif stamp - self._last_stream_stamp > self.config.video_max_gap:
+                reason = "time_gap"
+        if not reason and camera is not None and self._stream_camera is not None and camera != self._stream_camera:
+            reason = "camera_changed"
+        if reason:
+            self._reset_stream(reason)
+        self._last_stream_stamp = stamp
+        if camera is not None:
+            self._stream_camera = camera
+        self._last_push = time.monotonic()
+        start = time.perf_counter()
+        results = self.estimator.push(rgb, tag=StreamFrame(header, rgb, camera, frame.received_at, decode_seconds))
+        self._publish_stream_results(results, time.perf_counter() - start)
+
+    def _reset_stream(self, reason: str) -> None:
+        """Flush (publish) the pending frames and restart the stream and the metric filter."""
+        if self.config is None or self.config.mode != "video":
+            return
+        start = time.perf_counter()
+        results = self.estimator.reset(reason)
+        self._publish_stream_results(results, time.perf_counter() - start)
+        self._metric.reset()
+        self._last_stream_stamp, self._stream_camera = None, None
+        if reason != "idle":
+            self.get_logger().info(f"video stream restarted ({reason}); {len(results)} pending frames flushed")
+
+    def _flush_idle_stream(self) -> None:
+        """No frame for video_max_gap seconds: the next one restarts anyway, so emit the pending ones now."""
+        config = self.config
+        if (config is not None and config.mode == "video" and self.estimator.pending
+                and time.monotonic() - self._last_push > config.video_max_gap):
+            self._reset_stream("idle")
+
+    def _publish_stream_results(self, results, model_seconds: float) -> None:
+        if not results:
+            return
+        wanted = self._wanted()
+        share = model_seconds / len(results)
+        for result in results:
+            tag: StreamFrame = result.tag
+            self._latency_frames.append(result.latency_frames)
+            output = ModelOutput(tag.header, tag.rgb, torch.from_numpy(result.depth), tag.camera,
+                                 "camera_info" if tag.camera is not None else "", tag.received_at,
+                                 {"decode": tag.decode_seconds, "model": share}, self.estimator.model_name,
+                                 share, latency_frames=result.latency_frames)
+            try:
+                self._publish(output, wanted)
+            except FrameRejected as error:
+                self.stats.frame_skipped()
+                self.get_logger().error(f"skipping frame {stamp_text(tag.header)}: {error}")
+
+    # ----------------------------------------------------------------- output
+    def _publish(self, output: ModelOutput, wanted: set[str]) -> None:
+        from ppd_ros.geometry.cloud import depth_to_cloud
+        from ppd_ros.ros.conversions import camera_model_to_info, numpy_to_image, structured_to_pointcloud2
+
+        config = self.config
+        header, rgb, camera, stages = output.header, output.rgb, output.camera, output.stages
+        start = time.perf_counter()
+        height, width = output.relative.shape
+        result = self._metric_depth(output, height, width)
+        depth = result.depth
+        if config.output_resolution == "input" and tuple(depth.shape) != rgb.shape[:2]:
             depth = torch.nn.functional.interpolate(depth[None, None], size=rgb.shape[:2], mode="nearest")[0, 0]
         height, width = depth.shape
         out_camera = camera.scaled_to(width, height) if camera is not None else None
+        self._camera_origin = output.camera_origin
         cloud = None
         if out_camera is not None and "points" in wanted:
             colours = rgb if (height, width) == rgb.shape[:2] else cv2.resize(
@@ -331,22 +559,72 @@ class DepthNode(LifecycleNode):
             self._outputs["points"].publish(structured_to_pointcloud2(cloud, header))
         if "colored" in wanted:
             self._outputs["colored"].publish(numpy_to_image(colorize_depth(depth_np), "rgb8", header=header))
-        latency = time.monotonic() - frame.received_at
+        latency = time.monotonic() - output.received_at
         if "frame" in wanted:
-            self._outputs["frame"].publish(self._depth_frame(header, depth_msg, info_msg, prediction, latency))
+            self._outputs["frame"].publish(self._depth_frame(header, depth_msg, info_msg, output, result, latency))
         stages["publish"] = time.perf_counter() - start
-        self.stats.frame_published(time.monotonic() - frame.received_at, stages)
+        self.stats.frame_published(time.monotonic() - output.received_at, stages)
 
-    def _paired_camera(self, header, width: int, height: int, camera_info_to_model):
+    def _metric_depth(self, output: ModelOutput, height: int, width: int) -> FrameDepth:
+        """This frame's depth through the metric source (reference paired and converted here)."""
+        config = self.config
+        reference, mask, paired = None, None, None
+        if config.metric_source == "moge2" and output.metric is not None:
+            reference, mask = moge_reference(output.metric)
+        elif config.metric_source == "sparse":
+            reference = self._sparse_reference(output.header, output.camera, height, width)
+            paired = reference is not None
+        camera_key = MOGE_CAMERA_KEY if output.camera_origin == "moge2" else output.camera
+        result = self._metric.map(output.relative, stamp_seconds(output.header.stamp), camera_key, reference, mask)
+        self._metric_counters.record(result, paired)
+        return result
+
+    def _sparse_reference(self, header, camera, height: int, width: int) -> np.ndarray | None:
+        """The reference paired with this frame on the (height, width) prediction grid, or None."""
+        from ppd_ros.metric import depth_image_to_metres
+        from ppd_ros.ros.conversions import ConversionError, image_to_numpy, pointcloud2_to_structured
+
+        config = self.config
+        msg = self._references.nearest(header.stamp, config.metric_reference_tolerance)
+        if msg is None:
+            self.get_logger().warning(
+                f"frame {stamp_text(header)}: no metric reference on {config.metric_reference_topic} within "
+                f"{config.metric_reference_tolerance} s; keeping the previous scale/shift",
+                throttle_duration_sec=5.0)
+            return None
+        try:
+            if config.metric_reference_type == "depth_image":
+                metres = depth_image_to_metres(image_to_numpy(msg), msg.encoding)
+                return depth_image_reference(metres, height, width)
+            if camera is None:
+                self.get_logger().warning("pointcloud metric reference needs the camera intrinsics: no CameraInfo "
+                                          "paired with this frame", throttle_duration_sec=5.0)
+                return None
+            points = pointcloud2_to_structured(msg).reshape(-1)
+            if not {"x", "y", "z"} <= set(points.dtype.names or ()):
+                raise ValueError(f"point cloud has no x, y, z fields ({points.dtype.names})")
+            xyz = np.stack([points["x"], points["y"], points["z"]], axis=-1)
+            return pointcloud_reference(xyz, self._projector, camera, height, width)
+        except (ConversionError, ValueError) as error:
+            self.get_logger().error(f"metric reference (stamp {stamp_text(msg.header)}) is unusable: {error}",
+                                    throttle_duration_sec=5.0)
+            return None
+
+    def _paired_camera(self, header, width: int, height: int):
         """The camera model of the CameraInfo paired with this image, sized to the image; None when
         there is none (depth only). Raises FrameRejected for an invalid or mismatched CameraInfo."""
+        from ppd_ros.ros.conversions import camera_info_to_model
+
         config = self.config
         if self._infos.received == 0:
             if not self._warned_no_camera_info:
                 self._warned_no_camera_info = True
+                moge = config.mode == "image" and config.model == "ppd-moge2" and config.use_moge_intrinsics
                 self.get_logger().warning(
-                    f"no CameraInfo received on {self.resolve_topic_name('camera_info')}: publishing "
-                    "depth (and depth/colored) only; points and depth/camera_info start when it arrives")
+                    f"no CameraInfo received on {self.resolve_topic_name('camera_info')}: " + (
+                        "using the intrinsics MoGe-2 estimates for points and depth/camera_info" if moge else
+                        "publishing depth (and depth/colored) only; points and depth/camera_info start when it "
+                        "arrives"))
             return None
         info = self._infos.nearest(header.stamp, config.sync_tolerance)
         if info is None:
@@ -370,27 +648,60 @@ class DepthNode(LifecycleNode):
             camera = camera.scaled_to(width, height)
         return camera
 
-    def _depth_frame(self, header, depth_msg, info_msg, prediction, latency):
-        config = self.config
+    def _depth_frame(self, header, depth_msg, info_msg, output: ModelOutput, result: FrameDepth, latency):
         frame = DepthFrame()
         frame.header = header
         frame.depth = depth_msg
         if info_msg is not None:
             frame.camera_info = info_msg
-        frame.is_metric = config.is_metric
-        frame.metric_source = config.metric_source
-        frame.scale = float(config.depth_scale)
-        frame.shift = float(config.depth_shift)
-        frame.fit_residual = float("nan")
-        frame.model = prediction.model
-        frame.steps = int(prediction.steps)
-        frame.inference_time = float(prediction.seconds)
+        frame.is_metric = bool(result.is_metric)
+        frame.metric_source = result.source
+        frame.scale = float(result.scale)
+        frame.shift = float(result.shift)
+        frame.fit_residual = float(result.fit_residual)
+        frame.model = output.model_name
+        frame.steps = int(self.config.steps)
+        frame.inference_time = float(output.inference_seconds)
         frame.latency = float(latency)
         frame.dropped_frames = self.stats.dropped
         frame.skipped_frames = self.stats.skipped
         return frame
 
     # ----------------------------------------------------------------- diagnostics
+    def _metric_values(self) -> dict:
+        config, counters = self.config, self._metric_counters
+        last = counters.last
+        values = {"metric_source": config.metric_source}
+        if last is not None:
+            # scale/shift/residual with 6 significant digits (the default 2 decimals lose them)
+            values.update(depth_kind="metric" if last.is_metric else "relative", scale=f"{last.scale:.6g}",
+                          shift=f"{last.shift:.6g}", fit_residual=f"{last.fit_residual:.6g}",
+                          fit_status=last.status)
+            if config.fits_scale:
+                values.update(fit_inlier_ratio=last.inlier_ratio, fit_points=last.reference_points,
+                              filter_resets=", ".join(f"{k}: {v}" for k, v in sorted(counters.filter_resets.items())))
+        else:
+            values["depth_kind"] = "metric" if config.metric_source == "fixed" else "relative"
+        if config.metric_source == "sparse":
+            values.update(reference_topic=self.resolve_topic_name(config.metric_reference_topic),
+                          reference_type=config.metric_reference_type,
+                          references_paired=counters.references_paired,
+                          references_missing=counters.references_missing)
+        return values
+
+    def _video_values(self) -> dict:
+        estimator = self.estimator
+        throughput = estimator.window_throughput
+        latency = list(self._latency_frames)
+        return {"video_stride": estimator.stride,
+                "latency_frames": sum(latency) / len(latency) if latency else float("nan"),
+                "max_latency_frames": estimator.max_latency_frames,
+                "stream_pending_frames": estimator.pending,
+                "windows_run": throughput.windows,
+                "window_ms": 1000.0 * throughput.seconds_per_window,
+                "window_throughput_fps": throughput.frames_per_second,
+                "stream_resets": ", ".join(f"{k}: {v}" for k, v in sorted(estimator.resets.items()))}
+
     def _publish_diagnostics(self) -> None:
         report = self.stats.report()
         config = self.config
@@ -399,15 +710,27 @@ class DepthNode(LifecycleNode):
             level, message = DiagnosticStatus.WARN, "not configured (no model loaded)"
             values["model"] = ""
         else:
-            values.update(model=self.estimator.model_name, steps=config.steps, device=str(self.estimator.device),
-                          active=self._active, depth_kind="metric" if config.is_metric else "relative",
+            if self._camera_origin == "moge2":
+                camera_info = "MoGe-2 estimate (no CameraInfo)"
+            else:
+                camera_info = "received" if self._infos.received else "missing (depth only)"
+            values.update(model=self.estimator.model_name, mode=config.mode, steps=config.steps,
+                          device=str(self.estimator.device), active=self._active,
                           depth_note=config.depth_kind_note, input_transport=config.input_transport,
-                          camera_info="received" if self._infos.received else "missing (depth only)")
+                          camera_info=camera_info)
+            values.update(self._metric_values())
+            if config.mode == "video":
+                values.update(self._video_values())
+            metric = values["depth_kind"] == "metric"
             level = DiagnosticStatus.OK
-            message = f"{'metric' if config.is_metric else 'RELATIVE (not metric)'} depth, {report['output_rate_hz']:.1f} Hz"
+            kind = f"metric ({config.metric_source})" if metric else "RELATIVE (not metric)"
+            message = f"{kind} depth, {config.mode} mode, {report['output_rate_hz']:.1f} Hz"
             if not self._active:
                 level, message = DiagnosticStatus.WARN, "inactive"
-            elif not self._infos.received:
+            elif config.is_metric and not metric:
+                level = DiagnosticStatus.WARN
+                message += f", {config.metric_source} fit not (yet) successful"
+            elif not self._infos.received and self._camera_origin != "moge2":
                 level = DiagnosticStatus.WARN
                 message += ", no CameraInfo: depth only"
         values["state"] = "active" if self._active else "inactive"

@@ -1,0 +1,139 @@
+"""The node's metric_source plumbing on plain arrays: relative log-depth in, depth in metres (or
+flagged relative) out, with the scale/shift, fit residual and status that diagnostics and the
+DepthFrame message report. ROS messages are converted by the node before they get here.
+
+Sources: ``none`` and ``fixed`` map with the configured depth_scale/depth_shift (``fixed`` is a
+user-calibrated claim, so it is reported metric); ``moge2`` and ``sparse`` fit scale/shift per frame
+to a metric reference (:class:`ppd_ros.metric.StableAlignment`: robust fit + temporal filter).
+Until the first fit succeeds those frames use the fixed mapping and are flagged relative.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Hashable
+
+import numpy as np
+import torch
+
+from ppd_ros.geometry.camera import CameraModel
+from ppd_ros.metric import (LidarProjector, RobustFitConfig, StableAlignment, TemporalFilterConfig,
+                            resample_nearest)
+
+NO_REFERENCE = "no_reference"  # status of a sparse frame that no reference message paired with
+
+
+def relative_to_depth(relative: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+    """Metres from relative log-depth: exp(scale * relative + shift) - 1; NaN where not positive."""
+    depth = torch.expm1(relative.float() * scale + shift)
+    return torch.where(depth > 0, depth, torch.full_like(depth, float("nan")))
+
+
+@dataclass(frozen=True)
+class FrameDepth:
+    """One frame's output depth and how it was obtained."""
+
+    depth: torch.Tensor  # (h, w) float32, NaN where there is no depth
+    is_metric: bool
+    source: str  # metric_source: none | fixed | moge2 | sparse
+    scale: float  # log(depth + 1) = scale * relative + shift, as applied
+    shift: float
+    fit_residual: float  # inlier RMS of this frame's fit (log(d + 1) units); NaN when none was made
+    status: str  # "relative" | "fixed" | a FitStatus value | "no_reference"
+    inlier_ratio: float = math.nan
+    reference_points: int = 0  # valid reference pixels of this frame's fit
+    filter_reset: str = ""  # why the temporal filter restarted on this frame, "" if it did not
+
+
+class MetricDepth:
+    """Maps each frame's relative depth to output depth for one ``metric_source``.
+
+    Args:
+        source: none | fixed | moge2 | sparse.
+        depth_scale, depth_shift: the fixed mapping (none, fixed; and fitted sources before their
+            first successful fit).
+        temporal_filter: filter fitted scale/shift over time (moge2, sparse).
+        max_gap_s: stamp gap that restarts the filter. max_residual: largest accepted fit residual.
+        seed: seed of the robust fit's random sampling (repeatable output).
+    """
+
+    def __init__(self, source: str, depth_scale: float, depth_shift: float, temporal_filter: bool = True,
+                 max_gap_s: float = 1.0, max_residual: float = 0.3, seed: int = 0):
+        if source not in ("none", "fixed", "moge2", "sparse"):
+            raise ValueError(f"unknown metric source {source!r}")
+        self.source = source
+        self.depth_scale = float(depth_scale)
+        self.depth_shift = float(depth_shift)
+        self._fit_config = RobustFitConfig(max_residual=max_residual)
+        self._filter_config = TemporalFilterConfig(max_gap_s=max_gap_s) if temporal_filter else None
+        self._seed = seed
+        self.reset()
+
+    @property
+    def fits(self) -> bool:
+        return self.source in ("moge2", "sparse")
+
+    def reset(self) -> None:
+        """Forget the fitted scale/shift (e.g. the video stream restarted with a new scale)."""
+        self._alignment = StableAlignment(self._fit_config, self._filter_config, self._seed)
+
+    def map(self, relative: torch.Tensor, stamp: float | None = None, camera_key: Hashable | None = None,
+            reference: np.ndarray | None = None, mask: np.ndarray | None = None) -> FrameDepth:
+        """Output depth of one frame.
+
+        ``relative``: (h, w) relative log-depth. ``reference``: (h, w) metric depth on the same grid,
+        NaN where there is none (moge2, sparse; None = no reference paired with this frame, the
+        previous scale/shift is kept). ``mask``: optional extra validity of the reference.
+        ``stamp`` (seconds) and ``camera_key`` (changes when the camera does) drive the filter's resets.
+        """
+        if not self.fits:
+            status = "fixed" if self.source == "fixed" else "relative"
+            return FrameDepth(relative_to_depth(relative, self.depth_scale, self.depth_shift),
+                              self.source == "fixed", self.source, self.depth_scale, self.depth_shift,
+                              math.nan, status)
+        missing = reference is None
+        if missing:
+            reference = np.full(tuple(relative.shape), np.nan, np.float32)
+        aligned = self._alignment.align(relative, reference, mask, stamp=stamp, camera_key=camera_key)
+        fit = aligned.fit
+        filtered = aligned.filtered
+        reset = filtered.reason if filtered is not None and filtered.reset and fit.ok else ""
+        if aligned.metric:
+            scale, shift = aligned.scale, aligned.shift
+        else:
+            scale, shift = self.depth_scale, self.depth_shift
+        result = FrameDepth(relative_to_depth(relative, scale, shift), aligned.metric, self.source, scale, shift,
+                            fit.residual, fit.status.value, fit.inlier_ratio, fit.num_points, reset)
+        if missing:
+            result = replace(result, status=NO_REFERENCE, fit_residual=math.nan, inlier_ratio=math.nan)
+        return result
+
+
+def moge_camera(intrinsics, width: int, height: int) -> CameraModel:
+    """Pinhole camera (pixels, (width, height) grid) from MoGe-2's normalised intrinsics (row 0
+    times width, row 1 times height; MoGe puts pixel j's centre at (j + 0.5) / width, ROS at j)."""
+    K = np.asarray(intrinsics.detach().float().cpu() if hasattr(intrinsics, "detach") else intrinsics,
+                   dtype=np.float64).reshape(3, 3)
+    return CameraModel.pinhole(K[0, 0] * width, K[1, 1] * height, K[0, 2] * width - 0.5,
+                               K[1, 2] * height - 0.5, width, height)
+
+
+def moge_reference(metric) -> tuple[np.ndarray, np.ndarray]:
+    """(metric depth with NaN where invalid, validity mask) from a MoGe-2 ``MetricGeometry``."""
+    depth = metric.depth.detach().float().cpu().numpy()
+    mask = metric.mask.detach().cpu().numpy().astype(bool) & np.isfinite(depth) & (depth > 0)
+    return np.where(mask, depth, np.nan).astype(np.float32), mask
+
+
+def depth_image_reference(depth_metres: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A registered metric depth image (NaN = none) on the (height, width) prediction grid
+    (nearest: no depth is invented between surfaces)."""
+    return resample_nearest(depth_metres, height, width).astype(np.float32, copy=False)
+
+
+def pointcloud_reference(points: np.ndarray, projector: LidarProjector, camera: CameraModel,
+                         height: int, width: int) -> np.ndarray:
+    """LiDAR points (N, 3) projected to a depth image on the (height, width) prediction grid,
+    with the camera's intrinsics scaled to that grid."""
+    K = camera.scaled_to(width, height).K
+    return projector.project(points, K, height, width)
