@@ -180,10 +180,11 @@ def test_write_ply_drops_nan_points_and_unpacks_colours(tmp_path):
     assert vertices["b"].tolist() == [0x30, 1, 0]
 
 
-def test_default_model_is_the_demo_model_when_the_engine_has_it():
-    from ppd_ros.engine import MODEL_NAMES
+def test_default_model_is_the_demo_model_when_its_checkpoint_ships():
+    from ppd_ros.paths import share_dir
 
-    assert default_model() == ("ppd-demo" if "ppd-demo" in MODEL_NAMES else "tiny-random")
+    shipped = (share_dir() / "model" / "demo").is_dir() and any((share_dir() / "model" / "demo").glob("*.safetensors"))
+    assert default_model() == ("ppd-demo" if shipped else "tiny-random")
 
 
 def test_node_that_cannot_start_is_reported_with_its_log(tmp_path):

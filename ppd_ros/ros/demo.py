@@ -51,11 +51,15 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 
 
 def default_model() -> str:
-    """``ppd-demo`` (the small model trained on synthetic scenes) when the engine has it, else the
-    randomly initialised ``tiny-random``."""
-    from ppd_ros.engine import MODEL_NAMES
+    """``ppd-demo`` (the small model trained on synthetic scenes) when the engine has it and its
+    checkpoint is installed, else the randomly initialised ``tiny-random``."""
+    from ppd_ros.engine import MODELS
+    from ppd_ros.paths import share_dir
 
-    return DEMO_MODEL if DEMO_MODEL in MODEL_NAMES else FALLBACK_MODEL
+    shipped = MODELS.get(DEMO_MODEL)  # a path relative to the share directory for shipped models
+    if isinstance(shipped, str) and (share_dir() / shipped).is_file():
+        return DEMO_MODEL
+    return FALLBACK_MODEL
 
 
 def model_note(model: str) -> str:
@@ -107,12 +111,20 @@ class SyntheticSequence:
 
 def render_sequence(frames: int, width: int, height: int, seed: int) -> SyntheticSequence:
     """A random synthetic room (seeded) seen along a smooth camera trajectory."""
+    import torch
+
     from ppd_ros.synthetic import Scene, camera_trajectory, default_camera, render
 
     scene = Scene.random(seed)
     camera = default_camera(width, height)
     poses = camera_trajectory(frames, seed, scene)
-    rendered = [render(scene, camera, pose) for pose in poses]
+    # many small tensor ops per frame: one thread is ~10x faster than two on a busy 2-core machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rendered = [render(scene, camera, pose) for pose in poses]
+    finally:
+        torch.set_num_threads(threads)
     return SyntheticSequence(scene, camera, poses, [r[0] for r in rendered], [r[1] for r in rendered])
 
 
@@ -405,6 +417,8 @@ def _write_outputs(config: DemoConfig, sequence: SyntheticSequence, client: Node
     out = config.output
     for sub in ("rgb", "depth", "gt", "clouds"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (out / sub).glob("frame_*"):  # from an earlier run with more frames
+            stale.unlink()
     per_frame = []
     for record in sent:
         name = f"frame_{record.index:03d}"
@@ -652,6 +666,10 @@ def parse_args(argv=None) -> DemoConfig:
 
 def main(argv=None) -> int:
     """Entry point of ``ppd-demo`` (and ``ros2 run ppd_ros demo``)."""
+    if argv is None:  # `ros2 run ppd_ros demo` may append --ros-args
+        from rclpy.utilities import remove_ros_args
+
+        argv = remove_ros_args(sys.argv)[1:]
     config = parse_args(argv)
     from ppd_ros.paths import share_dir
 
