@@ -391,8 +391,10 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 def _warm_up(client: NodeClient, process: subprocess.Popen, sequence: SyntheticSequence, config: DemoConfig,
              log_path: Path) -> float:
     """Send frame 0 (with throw-away stamps) until the node answers on every output: model loaded,
-    all endpoints discovered. Returns the seconds it took."""
+    all endpoints discovered. Then wait for the answer to the last throw-away frame too, so the
+    sequence does not queue behind it. Returns the seconds it took."""
     start = time.monotonic()
+    stamps: list[int] = []
     while True:
         if process.poll() is not None:
             raise DemoError(f"the depth node exited with code {process.returncode} before answering; "
@@ -400,10 +402,14 @@ def _warm_up(client: NodeClient, process: subprocess.Popen, sequence: SyntheticS
         if time.monotonic() - start > config.startup_timeout:
             raise DemoError(f"the depth node did not answer within {config.startup_timeout:.0f} s; its log "
                             f"({log_path}):\n{_log_tail(log_path)}")
-        stamp_ns = time.time_ns()
-        client.publish_frame(sequence.rgb[0], sequence.camera, stamp_ns)
-        if client.wait_for_outputs(stamp_ns, client.outputs, timeout=3.0):
-            return time.monotonic() - start
+        stamps.append(time.time_ns())
+        client.publish_frame(sequence.rgb[0], sequence.camera, stamps[-1])
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            if any(client.wait_for_outputs(stamp, client.outputs, timeout=0.0) for stamp in stamps):
+                client.wait_for_outputs(stamps[-1], ["depth"], timeout=config.frame_timeout)
+                return time.monotonic() - start
+            time.sleep(0.05)
 
 
 def _write_outputs(config: DemoConfig, sequence: SyntheticSequence, client: NodeClient, sent: list[FrameRecord],
@@ -526,9 +532,10 @@ def run_demo(config: DemoConfig, print_fn=print) -> dict:
 
     written = _write_outputs(config, sequence, client, sent, inputs)
     per_frame = written["per_frame"]
-    counts = {topic: len([1 for _, msg in client.received.get(topic, [])
-                          if msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                          in {r.stamp_ns for r in sent}]) for topic in client.outputs}
+    sent_stamps = {record.stamp_ns for record in sent}
+    counts = {topic: sum(1 for _, msg in client.received.get(topic, [])
+                         if msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec in sent_stamps)
+              for topic in client.outputs}
     answered = [row for row in per_frame if "abs_rel" in row]
     summary = {
         "model": config.model,
