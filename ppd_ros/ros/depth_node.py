@@ -679,7 +679,7 @@ class DepthNode(LifecycleNode):
                           fit_status=last.status)
             if config.fits_scale:
                 values.update(fit_inlier_ratio=last.inlier_ratio, fit_points=last.reference_points,
-                              filter_resets=", ".join(f"{k}: {v}" for k, v in sorted(counters.filter_resets.items())))
+                              filter_resets=", ".join(f"{k}: {v}" for k, v in sorted(dict(counters.filter_resets).items())))
         else:
             values["depth_kind"] = "metric" if config.metric_source == "fixed" else "relative"
         if config.metric_source == "sparse":
@@ -700,7 +700,7 @@ class DepthNode(LifecycleNode):
                 "windows_run": throughput.windows,
                 "window_ms": 1000.0 * throughput.seconds_per_window,
                 "window_throughput_fps": throughput.frames_per_second,
-                "stream_resets": ", ".join(f"{k}: {v}" for k, v in sorted(estimator.resets.items()))}
+                "stream_resets": ", ".join(f"{k}: {v}" for k, v in sorted(dict(estimator.resets).items()))}
 
     def _publish_diagnostics(self) -> None:
         report = self.stats.report()
