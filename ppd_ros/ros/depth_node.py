@@ -212,8 +212,12 @@ class DepthNode(LifecycleNode):
     sparse); out ``depth``, ``depth/camera_info``, ``points``, ``depth/colored``, ``depth/frame``
     (colcon route), ``/diagnostics``. Service (mode video): ``~/reset_stream`` (std_srvs/Trigger)."""
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+    def __init__(self, node_name: str = NODE_NAME, estimator_factory=None, **kwargs):
+        """``estimator_factory``: callable(NodeConfig) -> estimator used at configure instead of
+        building the configured model by name (embedding the node with an own network); kwargs go
+        to rclpy's Node (parameter_overrides, context, ...)."""
         super().__init__(node_name, **kwargs)
+        self._estimator_factory = estimator_factory or self._create_estimator
         self._parameter_problems = declare_parameters(self)
         self.config: NodeConfig | None = None
         self.estimator = None
@@ -260,7 +264,7 @@ class DepthNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         model_name = config.video_model if config.mode == "video" else config.model
         try:
-            self.estimator = self._create_estimator(config)
+            self.estimator = self._estimator_factory(config)
         except (WeightsMissingError, ValueError, RuntimeError, OSError) as error:
             # missing weights (the message names `ppd fetch-weights`), bad checksum or checkpoint, bad device
             self.get_logger().error(f"cannot load model {model_name}: {error}")
