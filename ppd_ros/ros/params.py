@@ -97,7 +97,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "the aspect ratio must match within 1%).", choices=SIZE_MISMATCH_CHOICES),
     # output
     ParamSpec("output_resolution", "inference", "Resolution of depth, depth/camera_info, points and "
-              "depth/colored: inference (as computed) or input (upsampled nearest, never smoothed)",
+              "depth/colored: inference (as computed) or input (upsampled nearest, never smoothed). "
+              "mode video: always the input size (the stream resizes back nearest itself).",
               choices=RESOLUTION_CHOICES),
     ParamSpec("depth_scale", DEFAULT_DEPTH_SCALE, "Fixed mapping of relative log-depth to metres: "
               "depth = exp(depth_scale * relative + depth_shift) - 1. The default maps relative "
