@@ -143,3 +143,19 @@ def test_stamp_gap_flushes_and_restarts_and_idle_tail_comes_out(ros, frames):
     assert outputs(client, "depth", set(first + [after_gap])) == first + [after_gap]
     values = node_diagnostics(client, lambda v: "idle" in v["stream_resets"])
     assert "time_gap: 1" in values["stream_resets"] and values["stream_pending_frames"] == "0"
+
+
+def test_camera_info_change_flushes_and_restarts(ros, frames):
+    from ppd_ros.geometry.camera import CameraModel
+
+    client, _ = ros
+    rgbs, camera = frames
+    zoomed = CameraModel.pinhole(1.2 * camera.fx, 1.2 * camera.fy, camera.cx, camera.cy, WIDTH, HEIGHT)
+    first = [send(client, rgbs[i], camera, 4000.0 + 0.1 * i) for i in range(3)]
+    changed = send(client, rgbs[3], zoomed, 4000.3)
+    wait_outputs(client, first + [changed], timeout=60)
+    assert outputs(client, "depth", set(first + [changed])) == first + [changed]
+    infos = {key(msg.header.stamp): msg for msg in client.received["depth/camera_info"]}
+    assert infos[changed].k[0] == pytest.approx(1.2 * camera.fx) and infos[first[-1]].k[0] == pytest.approx(camera.fx)
+    values = node_diagnostics(client, lambda v: "camera_changed" in v["stream_resets"])
+    assert "camera_changed: 1" in values["stream_resets"]
