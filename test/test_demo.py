@@ -113,9 +113,10 @@ def test_bag_holds_inputs_and_node_outputs(demo):
 
 
 def test_ply_clouds_are_the_finite_points_of_the_published_clouds(demo):
-    output, _, _ = demo
+    output, summary, _ = demo
     messages, _ = read_bag(output / "bag")
     clouds = sorted(messages[f"{NAMESPACE}/points"], key=stamp_ns)
+    vertex_counts = []
     for index, msg in enumerate(clouds):
         offsets = {field.name: field.offset for field in msg.fields}
         raw = np.frombuffer(msg.data.tobytes(), np.uint8).reshape(-1, msg.point_step)
@@ -128,6 +129,8 @@ def test_ply_clouds_are_the_finite_points_of_the_published_clouds(demo):
         np.testing.assert_array_equal(np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=1), xyz[finite])
         np.testing.assert_array_equal(vertices["r"], (packed[finite] >> 16) & 255)
         np.testing.assert_array_equal(vertices["b"], packed[finite] & 255)
+        vertex_counts.append(len(vertices))
+    assert math.isclose(summary["cloud_points_mean"], float(np.mean(vertex_counts)))
 
 
 def test_summary_matches_independent_recomputation(demo):

@@ -545,6 +545,7 @@ def run_demo(config: DemoConfig, print_fn=print) -> dict:
         "received_per_topic": counts,
         "diagnostics_messages": len(client.received.get(DIAGNOSTICS_TOPIC, [])),
         "bag_messages_per_topic": written["bag_counts"],
+        "cloud_points_mean": _mean(row.get("cloud_points", math.nan) for row in per_frame),
         "camera_size": [config.width, config.height],
         "depth_size": answered[0]["depth_size"] if answered else None,
         "steps": config.steps,
@@ -615,7 +616,9 @@ def write_summary_markdown(path: Path, summary: dict) -> None:
         f"Frames sent {summary['frames_sent']}, answered {summary['frames_answered']}; camera "
         f"{summary['camera_size'][0]}x{summary['camera_size'][1]}, depth "
         f"{'x'.join(map(str, summary['depth_size'])) if summary['depth_size'] else 'n/a'}, "
-        f"{summary['steps']} diffusion steps, scene seed {summary['seed']}.", "",
+        f"{summary['steps']} diffusion steps, scene seed {summary['seed']}; "
+        f"{number(summary['cloud_points_mean'], 0)} points per cloud on average after the flying-pixel "
+        "filter.", "",
         "## Depth quality (mean over answered frames)", "",
         f"Alignment: {metrics['alignment']}. Baseline: {metrics['baseline']}.", "",
         "| prediction | AbsRel (lower is better) | delta1 (higher is better) |", "|---|---|---|",
