@@ -93,9 +93,10 @@ def test_image_files(demo):
 def test_bag_holds_inputs_and_node_outputs(demo):
     output, summary, _ = demo
     messages, types = read_bag(output / "bag")
-    expected = {f"{NAMESPACE}/image": "sensor_msgs/msg/Image", f"{NAMESPACE}/camera_info": "sensor_msgs/msg/CameraInfo",
-                f"{NAMESPACE}/depth": "sensor_msgs/msg/Image", f"{NAMESPACE}/depth/camera_info": "sensor_msgs/msg/CameraInfo",
-                f"{NAMESPACE}/points": "sensor_msgs/msg/PointCloud2", f"{NAMESPACE}/depth/colored": "sensor_msgs/msg/Image"}
+    expected = {f"{NAMESPACE}/{topic}": msgtype for topic, msgtype in (
+        ("image", "sensor_msgs/msg/Image"), ("camera_info", "sensor_msgs/msg/CameraInfo"),
+        ("depth", "sensor_msgs/msg/Image"), ("depth/camera_info", "sensor_msgs/msg/CameraInfo"),
+        ("points", "sensor_msgs/msg/PointCloud2"), ("depth/colored", "sensor_msgs/msg/Image"))}
     for topic, msgtype in expected.items():
         assert types[topic] == msgtype
         assert len(messages[topic]) == FRAMES, topic

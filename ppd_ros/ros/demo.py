@@ -291,7 +291,8 @@ class NodeClient:
         self._subscriptions.append(self.node.create_subscription(
             DiagnosticArray, DIAGNOSTICS_TOPIC, self._recorder(DIAGNOSTICS_TOPIC), make_qos("reliable", 10)))
         self.image_publisher = self.node.create_publisher(Image, f"{NAMESPACE}/image", make_qos("reliable", 1))
-        self.info_publisher = self.node.create_publisher(CameraInfo, f"{NAMESPACE}/camera_info", make_qos("reliable", 5))
+        self.info_publisher = self.node.create_publisher(CameraInfo, f"{NAMESPACE}/camera_info",
+                                                         make_qos("reliable", 5))
         self._spinner = threading.Thread(target=self._spin, name="ppd_demo_spin", daemon=True)
         self._spinner.start()
 
@@ -607,7 +608,8 @@ def _diagnostic_number(values: dict[str, str], key: str) -> float:
 def write_summary_markdown(path: Path, summary: dict) -> None:
     """The human-readable metrics summary."""
     def number(value, digits=4):
-        return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+        missing = value is None or (isinstance(value, float) and not math.isfinite(value))
+        return "n/a" if missing else f"{value:.{digits}f}"
 
     metrics, latency, timing = summary["metrics"], summary["latency"], summary["timing"]
     lines = [
