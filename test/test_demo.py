@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from ppd_ros.ros.demo import NAMESPACE, DemoConfig, DemoError, default_model, run_demo, write_ply  # noqa: E402
+from test_colcon_route import install_dir, install_environment, package_prefix  # noqa: E402,F401  (fixture)
 
 DOMAIN_ID = 83
 FRAMES, WIDTH, HEIGHT, SEED = 4, 160, 128, 5
@@ -197,3 +200,27 @@ def test_node_that_cannot_start_is_reported_with_its_log(tmp_path):
     with pytest.raises(DemoError, match="exited with code") as error:
         run_demo(config, print_fn=lambda line: None)
     assert "no-such-model" in str(error.value)
+
+
+def test_colcon_install_records_depth_frames(install_dir, tmp_path):  # noqa: F811
+    """On the colcon route (generated ppd_ros.msg) the node's DepthFrame output is recorded too and
+    its latency / inference time reach the summary."""
+    install = install_dir
+    installed = next((package_prefix(install) / "lib").glob("python3*/site-packages/ppd_ros/ros/demo.py"), None)
+    if installed is None:
+        pytest.skip(f"the colcon install at {install} predates ppd_ros.ros.demo: run `bash .ci/build_colcon.sh`")
+    env = install_environment(install)
+    env.update(ROS_DOMAIN_ID=str(DOMAIN_ID + 2), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", OMP_NUM_THREADS="1")
+    output = tmp_path / "demo"
+    # cwd is tmp_path, so ppd_ros (with ppd_ros.msg) comes from the install
+    result = subprocess.run([sys.executable, "-m", "ppd_ros.ros.demo", "--output", str(output), "--model",
+                             "tiny-random", "--frames", "2", "--width", "64", "--height", "48", "--device", "cpu"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((output / "metrics_summary.json").read_text())
+    assert summary["received_per_topic"]["depth/frame"] == 2
+    assert 0 < summary["latency"]["node_inference_mean_s"] <= summary["latency"]["node_latency_mean_s"]
+    messages, types = read_bag(output / "bag")
+    assert types[f"{NAMESPACE}/depth/frame"] == "ppd_ros/msg/DepthFrame"
+    frames = messages[f"{NAMESPACE}/depth/frame"]
+    assert len(frames) == 2 and all(frame.model == "tiny-random" for frame in frames)
