@@ -25,17 +25,23 @@ from ppd_ros.weights import weights_path
 
 DEFAULT_TARGET_AREA = 1024 * 768
 
-# name -> (DiT weights, semantic-encoder weights) of model/weights.yaml; None = random tiny
-# weights (smoke runs only). ppd-moge2's encoder also yields metric depth and intrinsics.
-MODELS: dict[str, tuple[str, str] | None] = {
+# name -> (DiT weights, semantic-encoder weights) of model/weights.yaml; a str = an exported
+# model shipped in the package's share directory (no download); None = random tiny weights
+# (smoke runs only). ppd-moge2's encoder also yields metric depth and intrinsics.
+MODELS: dict[str, tuple[str, str] | str | None] = {
     "ppd-da2": ("ppd", "depth_anything_v2_vitl"),
     "ppd-moge2": ("ppd_moge", "moge2_vitl"),
+    "ppd-demo": "model/demo/ppd_demo.safetensors",
     "tiny-random": None,
 }
 MODEL_NAMES = tuple(MODELS)
 
 TINY_DIT = dict(hidden_size=64, depth=4, num_heads=4, semantic_dim=64)
 TINY_ENCODER = DinoV2Config(embed_dim=64, depth=2, num_heads=2)
+
+# Inference area a model runs at when create() gets no target_area: the demo model was trained
+# on 96x64 synthetic frames (model/demo/MODEL_CARD.md); the others on 1024x768.
+NATIVE_TARGET_AREA = {"ppd-demo": 96 * 64}
 
 
 @dataclass
@@ -108,11 +114,13 @@ class DepthEstimator:
         weights_dir: str | Path | None = None,
         device: str | torch.device = "auto",
         steps: int = 4,
-        target_area: int = DEFAULT_TARGET_AREA,
+        target_area: int | None = None,
         seed: int | None = 0,
     ) -> "DepthEstimator":
-        """Build a named model. Raises ``ValueError`` for an unknown name or bad steps and
-        ``WeightsMissingError`` (naming ``ppd fetch-weights``) when official weights are absent."""
+        """Build a named model. ``target_area`` None: the model's native area
+        (:data:`NATIVE_TARGET_AREA`, else 1024x768). Raises ``ValueError`` for an unknown name or
+        bad steps and ``WeightsMissingError`` (naming ``ppd fetch-weights``) when official weights
+        are absent."""
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODEL_NAMES)}")
         if steps <= 0:
@@ -121,7 +129,14 @@ class DepthEstimator:
         device = resolve_device(device)
         # bf16 weights on CUDA (half the memory, no per-step autocast casts); fp32 on CPU.
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        if files is None:
+        if target_area is None:
+            target_area = NATIVE_TARGET_AREA.get(model, DEFAULT_TARGET_AREA)
+        if isinstance(files, str):
+            from ppd_ros.paths import share_dir
+            from ppd_ros.training.export import load_export  # no Lightning import; only nets/
+
+            dit, encoder = load_export(share_dir() / files, device=device, dtype=dtype)
+        elif files is None:
             dit = randomize_(PixelDiT(**TINY_DIT), seed=1)
             encoder = randomize_(DA2SemanticEncoder(TINY_ENCODER), seed=2)
         else:

@@ -1,0 +1,153 @@
+"""`ppd bench demo-model`: the shipped demo model (``ppd-demo``) against trivial baselines on
+held-out synthetic scenes.
+
+Every method yields a relative map ``r``; each is aligned to the exact depth the same way as in
+training validation (least squares ``log(depth + 1) ~ a r + b`` over pixels with 0 < depth < 80 m)
+and scored by AbsRel and delta1 in metres. Baselines (all fitted with the ground truth, so they are
+the best of their kind):
+
+* ``constant``: r = 0, i.e. the best single depth in log space;
+* ``row gradient``: r = image row, the best depth that changes only from top to bottom;
+* ``plane``: the least-squares plane 1/depth = a u + b v + c (exact depth of the best single
+  3-D plane), r = log(plane depth + 1).
+
+Held-out frames are scene seeds from :data:`HELD_OUT_SEED` on (training uses seeds < 140000 and
+validation 900000-900015, see training/demo_synthetic.yaml).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+HELD_OUT_SEED = 1_000_000
+MAX_DEPTH_M = 80.0  # the official target clip; alignment and metrics ignore farther pixels
+BASELINES = ("constant", "row gradient", "plane")
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    abs_rel: float
+    delta1: float
+
+
+def held_out_frame(seed: int, width: int = 96, height: int = 64, horizontal_fov_deg: float = 60.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 RGB (H, W, 3), depth (H, W) metres) of the synthetic scene ``seed``, rendered the way
+    the training data is (first pose of ``camera_trajectory``)."""
+    from ppd_ros.synthetic import Scene, camera_trajectory, default_camera, render
+
+    scene = Scene.random(seed)
+    camera = default_camera(width, height, horizontal_fov_deg)
+    rgb, depth = render(scene, camera, camera_trajectory(1, seed, scene)[0])
+    return rgb, depth
+
+
+def valid_depth(depth: np.ndarray) -> np.ndarray:
+    """Pixels the alignment and the metrics use: finite, > 0 and < 80 m."""
+    return np.isfinite(depth) & (depth > 0) & (depth < MAX_DEPTH_M)
+
+
+def align_log_depth(relative: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Metric depth exp(a r + b) - 1 with (a, b) the least-squares fit of log(depth + 1) ~ a r + b
+    over :func:`valid_depth` pixels (minimum-norm solution: a constant ``r`` gets a = 0)."""
+    valid = valid_depth(depth) & np.isfinite(relative)
+    r = relative[valid].astype(np.float64)
+    design = np.stack([r, np.ones_like(r)], axis=1)
+    (scale, shift), *_ = np.linalg.lstsq(design, np.log1p(depth[valid].astype(np.float64)), rcond=None)
+    return np.maximum(np.expm1(scale * relative.astype(np.float64) + shift), 1e-6)
+
+
+def score(aligned: np.ndarray, depth: np.ndarray) -> FrameScore:
+    """AbsRel and delta1 (max(pred/gt, gt/pred) < 1.25) over :func:`valid_depth` pixels."""
+    valid = valid_depth(depth) & np.isfinite(aligned)
+    pred, gt = aligned[valid], depth[valid].astype(np.float64)
+    return FrameScore(float(np.mean(np.abs(pred - gt) / gt)),
+                      float(np.mean(np.maximum(pred / gt, gt / pred) < 1.25)))
+
+
+def baseline_relative(name: str, depth: np.ndarray) -> np.ndarray:
+    """The relative map of baseline ``name`` (:data:`BASELINES`) for a frame with GT ``depth``."""
+    height, width = depth.shape
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    if name == "constant":
+        return np.zeros((height, width))
+    if name == "row gradient":
+        return rows
+    if name == "plane":
+        valid = valid_depth(depth)
+        design = np.stack([cols[valid], rows[valid], np.ones(int(valid.sum()))], axis=1)
+        coeffs, *_ = np.linalg.lstsq(design, 1.0 / depth[valid].astype(np.float64), rcond=None)
+        inverse = np.stack([cols, rows, np.ones_like(rows)], axis=-1) @ coeffs
+        plane_depth = 1.0 / np.maximum(inverse, 1.0 / MAX_DEPTH_M)  # behind / at the horizon: far
+        return np.log1p(plane_depth)
+    raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+
+
+def model_relative(estimator, rgb: np.ndarray) -> np.ndarray:
+    """The estimator's relative depth, resized (nearest) to the frame when it ran at another size."""
+    import cv2
+
+    relative = estimator.predict(rgb).depth_numpy()
+    if relative.shape != rgb.shape[:2]:
+        relative = cv2.resize(relative, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return relative
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, default=32, help="held-out scenes (seeds 1000000, 1000001, ...)")
+    parser.add_argument("--width", type=int, default=96)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--steps", default="1,2,4,8", help="comma-separated sampler step counts of the model")
+    parser.add_argument("--model", default="ppd-demo", help="engine model name")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--json", default=None, help="also write the table as JSON to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ppd_ros.engine import DepthEstimator
+
+    torch.set_num_threads(args.threads)
+    step_counts = [int(s) for s in str(args.steps).split(",")]
+    estimators = {f"{args.model} ({n} steps)": DepthEstimator.create(args.model, device="cpu", steps=n)
+                  for n in step_counts}
+    scores: dict[str, list[FrameScore]] = {name: [] for name in (*estimators, *BASELINES)}
+    seconds = {name: 0.0 for name in estimators}
+    for i in range(args.frames):
+        rgb, depth = held_out_frame(HELD_OUT_SEED + i, args.width, args.height)
+        for name, estimator in estimators.items():
+            start = time.perf_counter()
+            relative = model_relative(estimator, rgb)
+            seconds[name] += time.perf_counter() - start
+            scores[name].append(score(align_log_depth(relative, depth), depth))
+        for name in BASELINES:
+            scores[name].append(score(align_log_depth(baseline_relative(name, depth), depth), depth))
+
+    print(f"held-out synthetic scenes: {args.frames} frames {args.width}x{args.height} (seeds {HELD_OUT_SEED}.."
+          f"{HELD_OUT_SEED + args.frames - 1}); every method aligned by least squares in log(depth + 1)")
+    print(f"{'method':<28} {'AbsRel':>8} {'delta1':>8} {'ms/frame':>9}")
+    table = {}
+    for name, frame_scores in scores.items():
+        abs_rel = float(np.mean([s.abs_rel for s in frame_scores]))
+        delta1 = float(np.mean([s.delta1 for s in frame_scores]))
+        ms = 1000 * seconds[name] / args.frames if name in seconds else None
+        table[name] = dict(abs_rel=abs_rel, delta1=delta1, ms_per_frame=ms)
+        print(f"{name:<28} {abs_rel:8.4f} {delta1:8.4f} {'' if ms is None else f'{ms:9.1f}'}")
+    best_baseline = min(BASELINES, key=lambda n: table[n]["abs_rel"])
+    best_model = min(estimators, key=lambda n: table[n]["abs_rel"])
+    print(f"best model row / best baseline ({best_baseline}) AbsRel: "
+          f"{table[best_model]['abs_rel'] / table[best_baseline]['abs_rel']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(frames=args.frames, width=args.width, height=args.height,
+                           first_seed=HELD_OUT_SEED, methods=table), f, indent=2)
+    return 0
+
+
+__all__ = ["BASELINES", "HELD_OUT_SEED", "FrameScore", "add_arguments", "align_log_depth", "baseline_relative",
+           "held_out_frame", "model_relative", "run", "score", "valid_depth"]
