@@ -127,7 +127,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-dir", default=None, help="default: $PPD_WEIGHTS_DIR or ~/.cache/ppd_ros/weights")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--steps", type=int, default=4, help="Euler sampling steps")
-    parser.add_argument("--target-area", type=int, default=DEFAULT_TARGET_AREA, help="inference pixels (aspect kept)")
+    parser.add_argument("--target-area", type=int, default=None,
+                        help=f"inference pixels (aspect kept); default: the model's own ({DEFAULT_TARGET_AREA} "
+                             "for the PPD models)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (reproducible output)")
 
 

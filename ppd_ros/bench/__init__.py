@@ -9,5 +9,6 @@ BENCHMARKS = {
     "node": ("ppd_ros.bench.node", "node overhead outside the model, per stage"),
     "model": ("ppd_ros.bench.model", "full-size forward pass: time and peak memory"),
     "video": ("ppd_ros.bench.video", "temporal consistency (TAE, flicker), latency, throughput: image vs video mode"),
+    "demo-model": ("ppd_ros.bench.demo_model", "shipped demo model vs constant/row/plane baselines on held-out scenes"),
     "metric": ("ppd_ros.bench.metric", "metric alignment: dense vs sparse AbsRel, scale jitter, step response"),
 }

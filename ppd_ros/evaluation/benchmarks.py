@@ -229,7 +229,7 @@ def evaluate_relative(relative: np.ndarray, sample: Sample, dataset: Dataset) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ppd_ros.engine import DEFAULT_TARGET_AREA, MODEL_NAMES
+    from ppd_ros.engine import MODEL_NAMES
 
     parser.add_argument("dataset", choices=tuple(DATASETS))
     parser.add_argument("--data-root", required=True, help="folder with the dataset in its evaluation layout")
@@ -240,7 +240,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--target-area", type=int, default=DEFAULT_TARGET_AREA)
+    parser.add_argument("--target-area", type=int, default=None,
+                        help="inference pixels (aspect kept); default: the model's own")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     abs_rel = float(np.nanmean([r["abs_rel"] for r in rows])) if rows else math.nan
     d1 = float(np.nanmean([r["delta1"] for r in rows])) if rows else math.nan
     reference = PUBLISHED.get(args.model, {}).get(dataset.name)
-    summary = dict(dataset=dataset.name, model=args.model, steps=args.steps, target_area=args.target_area,
+    summary = dict(dataset=dataset.name, model=args.model, steps=args.steps, target_area=estimator.target_area,
                    samples=len(rows), abs_rel_percent=100 * abs_rel, delta1_percent=100 * d1,
                    published_abs_rel_percent=reference[0] if reference else None,
                    published_delta1_percent=reference[1] if reference else None,

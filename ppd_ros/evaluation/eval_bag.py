@@ -32,7 +32,7 @@ SEQUENCE_SAMPLES_PER_FRAME = 2000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ppd_ros.engine import DEFAULT_TARGET_AREA, MODEL_NAMES
+    from ppd_ros.engine import MODEL_NAMES
 
     parser.add_argument("bag", help="rosbag2 folder (mcap or sqlite3), .mcap/.db3 file or ROS 1 .bag")
     parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage")
@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--target-area", type=int, default=DEFAULT_TARGET_AREA)
+    parser.add_argument("--target-area", type=int, default=None,
+                        help="inference pixels (aspect kept); default: the model's own")
     parser.add_argument("--seed", type=int, default=0)
 
 

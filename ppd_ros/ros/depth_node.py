@@ -291,7 +291,7 @@ class DepthNode(LifecycleNode):
                      f"{config.steps} steps")
         else:
             setup = (f"model {model_name} on {self.estimator.device}, {config.steps} steps, target area "
-                     f"{config.target_area}")
+                     f"{self.estimator.target_area}")
         level(f"{setup}, input {config.input_transport}, metric source {config.metric_source}. "
               f"Output: {config.depth_kind_note}")
         if DepthFrame is None:
@@ -310,7 +310,7 @@ class DepthNode(LifecycleNode):
         from ppd_ros.engine import DepthEstimator
 
         return DepthEstimator.create(model=config.model, weights_dir=config.weights_dir or None,
-                                     device=config.device, steps=config.steps, target_area=config.target_area,
+                                     device=config.device, steps=config.steps, target_area=config.target_area or None,
                                      seed=config.seed)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -58,15 +58,17 @@ class ParamSpec:
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     # model
-    ParamSpec("model", "ppd-da2", f"Depth model, one of: {', '.join(MODEL_NAMES)}. The ppd-* models need "
-              "the official weights (`ppd fetch-weights NAME`); tiny-random is a small random network "
+    ParamSpec("model", "ppd-da2", f"Depth model, one of: {', '.join(MODEL_NAMES)}. ppd-da2 and "
+              "ppd-moge2 need the official weights (`ppd fetch-weights NAME`); ppd-demo ships with the "
+              "package (synthetic scenes only, not for real cameras); tiny-random is a small random network "
               "for tests whose depth is meaningless."),
     ParamSpec("weights_dir", "", "Directory of the official weight files; empty = "
               "$PPD_WEIGHTS_DIR, else ~/.cache/ppd_ros/weights."),
     ParamSpec("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N."),
     ParamSpec("steps", 4, "Diffusion (Euler) steps per frame; more is slower and slightly sharper."),
-    ParamSpec("target_area", 1024 * 768, "Inference resolution as a pixel area: the image is resized "
-              "to about this area at its aspect ratio, both sides multiples of 16."),
+    ParamSpec("target_area", 0, "Inference resolution as a pixel area: the image is resized to about "
+              "this area at its aspect ratio, both sides multiples of 16; 0 = the model's own (1024x768, "
+              "96x64 for ppd-demo)."),
     ParamSpec("seed", 0, "Seed of the diffusion noise (fixed noise gives repeatable depth)."),
     # video
     ParamSpec("mode", "image", "image: every frame on its own with `model` (newest frame wins when "
@@ -250,10 +252,10 @@ def config_from_values(values: dict, model_names: tuple[str, ...] = MODEL_NAMES)
     if values["model"] not in model_names:
         problems.append(f"parameter model={values['model']!r} is not a known model; choose one of "
                         f"{', '.join(model_names)}")
-    for name in ("steps", "target_area", "input_depth", "output_depth"):
+    for name in ("steps", "input_depth", "output_depth"):
         if values[name] <= 0:
             problems.append(f"parameter {name}={values[name]} must be positive")
-    if values["target_area"] > 0 and values["target_area"] < 16 * 16:
+    if values["target_area"] < 0 or 0 < values["target_area"] < 16 * 16:
         problems.append(f"parameter target_area={values['target_area']} is below one 16x16 patch")
     for name in ("sync_tolerance",):
         if not math.isfinite(values[name]) or values[name] < 0:
