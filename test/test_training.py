@@ -148,6 +148,7 @@ def test_fit_resume_export_round_trip(tmp_path):
     config_json = read_export_config(out)
     assert config_json["dit"]["hidden_size"] == TINY_DIT["hidden_size"]
     assert config_json["semantic_encoder"]["weights"] == "embedded"
+    assert config_json["global_step"] == 3 and config_json["source"] == "last.ckpt"
 
     module = load_training_checkpoint(last).eval()
     dit, encoder = load_export(out)

@@ -35,8 +35,10 @@ def export_config_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def export_module(module, output: str | Path, source: str = "in-memory module") -> Path:
-    """Write a :class:`~ppd_ros.training.module.PPDTrainingModule`'s networks; returns the JSON path."""
+def export_module(module, output: str | Path, source: str = "in-memory module", global_step: int | None = None) -> Path:
+    """Write a :class:`~ppd_ros.training.module.PPDTrainingModule`'s networks; returns the JSON path.
+
+    ``global_step`` defaults to the module's own (0 for a module outside a trainer)."""
     from safetensors.torch import save_file
 
     output = Path(output)
@@ -58,7 +60,7 @@ def export_module(module, output: str | Path, source: str = "in-memory module") 
             "weights": "embedded" if embed_encoder else DA2_REGISTRY_NAME,
         },
         "stage": hparams.stage,
-        "global_step": int(getattr(module, "global_step", 0)),
+        "global_step": int(getattr(module, "global_step", 0) if global_step is None else global_step),
         "source": source,
     }
     path = export_config_path(output)
@@ -70,8 +72,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
     """Export a ``ppd-train`` Lightning checkpoint; returns the JSON config path."""
     from ppd_ros.training.module import load_training_checkpoint
 
+    import torch
+
     module = load_training_checkpoint(checkpoint)
-    return export_module(module, output, source=str(checkpoint))
+    # A module loaded outside a trainer reports step 0; the checkpoint records the real one.
+    step = torch.load(str(checkpoint), map_location="cpu", weights_only=False, mmap=True).get("global_step")
+    return export_module(module, output, source=Path(checkpoint).name, global_step=step)
 
 
 def read_export_config(weights: str | Path) -> dict[str, Any]:
