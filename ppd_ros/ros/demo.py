@@ -75,9 +75,9 @@ def model_note(model: str) -> str:
 def default_target_area(model: str, width: int, height: int) -> int:
     """Inference area for ``model``: its native training area when the engine declares one (the demo
     model runs at the small size it was trained at), else the camera's own area (no resize)."""
-    from ppd_ros import engine
+    from ppd_ros.engine import NATIVE_TARGET_AREA
 
-    return int(getattr(engine, "NATIVE_TARGET_AREA", {}).get(model, width * height))
+    return int(NATIVE_TARGET_AREA.get(model, width * height))
 
 
 @dataclass
