@@ -74,8 +74,7 @@ def ros():
     try:
         for namespace, node in nodes.items():
             node.wait_for_line("Output:", timeout=90)
-            client.wait_until(lambda: all(pub.get_subscription_count() > 0 for pub in publishers[namespace].values()),
-                              20, f"{namespace} subscriptions")
+        client.wait_until_connected([pub for group in publishers.values() for pub in group.values()])
         yield client, publishers, nodes
     finally:
         client.close()

@@ -53,8 +53,7 @@ def ros(tmp_path_factory):
     client.info_pub = client.publisher("camera_info", CameraInfo)
     try:
         node.wait_for_line("Output:", timeout=60)
-        client.wait_until(lambda: client.image_pub.get_subscription_count() > 0
-                          and client.info_pub.get_subscription_count() > 0, 20, "node subscriptions")
+        client.wait_until_connected([client.image_pub, client.info_pub])
         yield client, node
     finally:
         client.close()

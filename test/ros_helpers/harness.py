@@ -146,6 +146,15 @@ class RosClient:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.05)
 
+    def wait_until_connected(self, publishers, timeout: float = 20.0) -> None:
+        """Until the node subscribes to every input publisher and every subscription of this client
+        sees its publisher: the node does no inference while its outputs have no subscriber, so a
+        frame sent before discovery completes would get no answer."""
+        self.wait_until(lambda: all(pub.get_subscription_count() > 0 for pub in publishers)
+                        and all(sub.get_publisher_count() > 0 for sub in self._subscriptions.values()),
+                        timeout, "discovery between the node and the test client")
+        time.sleep(0.5)  # the two ends of a match see it a moment apart
+
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
