@@ -120,10 +120,12 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = "ppd-da2",
+                        choices: tuple[str, ...] | None = None, model_help: str | None = None) -> None:
+    """--model, --weights-dir, --device, --steps, --target-area, --seed (shared by ppd commands)."""
     from ppd_ros.engine import DEFAULT_TARGET_AREA, MODEL_NAMES
 
-    parser.add_argument("--model", default="ppd-da2", choices=MODEL_NAMES)
+    parser.add_argument("--model", default=default, choices=choices or MODEL_NAMES, help=model_help)
     parser.add_argument("--weights-dir", default=None, help="default: $PPD_WEIGHTS_DIR or ~/.cache/ppd_ros/weights")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--steps", type=int, default=4, help="Euler sampling steps")
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", default=None, help="output folder (default: beside each input)")
     infer.add_argument("--output-size", choices=("input", "inference"), default="input",
                        help="save depth at the input size (nearest upsampling) or the inference size")
-    _add_model_arguments(infer)
+    add_model_arguments(infer)
     infer.set_defaults(func=cmd_infer)
 
     fetch = commands.add_parser("fetch-weights", help="download official weights (NAME or all)")

@@ -229,20 +229,14 @@ def evaluate_relative(relative: np.ndarray, sample: Sample, dataset: Dataset) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ppd_ros.engine import MODEL_NAMES
+    from ppd_ros.cli import add_model_arguments
 
     parser.add_argument("dataset", choices=tuple(DATASETS))
     parser.add_argument("--data-root", required=True, help="folder with the dataset in its evaluation layout")
     parser.add_argument("--split-file", default=None, help="list of 'rgb depth [...]' relative paths per line")
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--output", default=None, help="folder for samples.csv and summary.json")
-    parser.add_argument("--model", default="ppd-da2", choices=MODEL_NAMES)
-    parser.add_argument("--weights-dir", default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--target-area", type=int, default=None,
-                        help="inference pixels (aspect kept); default: the model's own")
-    parser.add_argument("--seed", type=int, default=0)
+    add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

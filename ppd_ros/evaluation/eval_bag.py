@@ -32,6 +32,7 @@ SEQUENCE_SAMPLES_PER_FRAME = 2000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ppd_ros.cli import add_model_arguments
     from ppd_ros.engine import MODEL_NAMES
 
     parser.add_argument("bag", help="rosbag2 folder (mcap or sqlite3), .mcap/.db3 file or ROS 1 .bag")
@@ -57,14 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-points", action="store_true", help="do not write point clouds to the output bag")
     parser.add_argument("--worst-frames", type=int, default=3, help="error maps of this many worst frames")
     parser.add_argument("--output", default=None, help="output folder (default: <bag>_eval beside the bag)")
-    parser.add_argument("--model", default=None, choices=MODEL_NAMES + video_model_names(),
-                        help="default: ppd-da2 (image mode), ppvd (video mode)")
-    parser.add_argument("--weights-dir", default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--target-area", type=int, default=None,
-                        help="inference pixels (aspect kept); default: the model's own")
-    parser.add_argument("--seed", type=int, default=0)
+    add_model_arguments(parser, default=None, choices=MODEL_NAMES + video_model_names(),
+                        model_help="default: ppd-da2 (image mode), ppvd (video mode)")
 
 
 def video_model_names() -> tuple[str, ...]:
