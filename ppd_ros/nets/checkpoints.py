@@ -6,7 +6,7 @@ missing, unexpected or mis-shaped key instead.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -39,6 +39,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def select_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of ``state`` under ``prefix`` (e.g. ``"dit."``), with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_prefixed(
+    build: Callable[[], torch.nn.Module],
+    source: str | Path | Mapping[str, torch.Tensor],
+    prefix: str,
+    ignored_prefix: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.nn.Module:
+    """Build a module on the meta device and fill it strictly from the ``prefix`` part of a file or
+    state dict; an ``ignored_prefix`` part is tolerated, any other key is a :class:`CheckpointError`.
+    No time goes into a random init that would be overwritten. Returns the module in eval mode."""
+    name = str(source) if isinstance(source, (str, Path)) else "state dict"
+    state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
+    stray = sorted(k for k in state if not k.startswith(prefix) and not k.startswith(ignored_prefix))
+    if stray:
+        raise CheckpointError(f"{name}: {len(stray)} unexpected keys outside '{prefix}' / "
+                              f"'{ignored_prefix}': " + ", ".join(stray))
+    with torch.device("meta"):
+        module = build()
+    module = module.to(dtype).to_empty(device=device)
+    load_strict(module, select_prefix(state, prefix), source=f"{name} ('{prefix}' part)")
+    return module.eval()
 
 
 def load_strict(

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import CheckpointError, load_strict, read_state_dict, select_prefix
+from .checkpoints import load_prefixed
 from .layers import DiTBlock, FinalLayer, GridRope2D, PatchEmbed, TimestepEmbedder
 
 PPD_DIT_FULL = MappingProxyType(dict(hidden_size=1024, depth=24, num_heads=16))
@@ -147,16 +147,5 @@ def load_ppd_dit(source: str | Path | Mapping[str, torch.Tensor],
     any missing ``dit.*`` key or any wrong shape raises :class:`CheckpointError` naming them.
     Returns the model in eval mode on ``device`` with ``dtype``.
     """
-    name = str(source) if isinstance(source, (str, Path)) else "state dict"
-    state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
-    stray = sorted(k for k in state
-                   if not k.startswith(CHECKPOINT_PREFIX) and not k.startswith(IGNORED_CHECKPOINT_PREFIX))
-    if stray:
-        raise CheckpointError(f"{name}: {len(stray)} unexpected keys outside 'dit.' / 'sem_encoder.': "
-                              + ", ".join(stray))
-    with torch.device("meta"):
-        model = PixelDiT(**config)
-    # to_empty + strict copy of every key: no time is spent on a random init that is overwritten
-    model = model.to(dtype).to_empty(device=device)
-    load_strict(model, select_prefix(state, CHECKPOINT_PREFIX), source=f"{name} ('dit.' part)")
-    return model.eval()
+    return load_prefixed(lambda: PixelDiT(**config), source, CHECKPOINT_PREFIX, IGNORED_CHECKPOINT_PREFIX,
+                         device, dtype)

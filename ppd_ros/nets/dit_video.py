@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import CheckpointError, load_strict, read_state_dict, select_prefix
+from .checkpoints import load_prefixed
 from .dit import PixelDiT
 from .layers import DiTBlock
 
@@ -178,18 +178,8 @@ def load_ppvd(source: str | Path | Mapping[str, torch.Tensor],
     ``dit_video.*`` key or any wrong shape raises :class:`CheckpointError` naming them.
     Returns the model in eval mode on ``device`` with ``dtype``.
     """
-    name = str(source) if isinstance(source, (str, Path)) else "state dict"
-    state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
-    stray = sorted(k for k in state
-                   if not k.startswith(CHECKPOINT_PREFIX) and not k.startswith(IGNORED_CHECKPOINT_PREFIX))
-    if stray:
-        raise CheckpointError(f"{name}: {len(stray)} unexpected keys outside 'dit_video.' / "
-                              "'sem_encoder.': " + ", ".join(stray))
-    with torch.device("meta"):
-        model = VideoDiT(**config)
-    model = model.to(dtype).to_empty(device=device)
-    load_strict(model, select_prefix(state, CHECKPOINT_PREFIX), source=f"{name} ('dit_video.' part)")
-    return model.eval()
+    return load_prefixed(lambda: VideoDiT(**config), source, CHECKPOINT_PREFIX, IGNORED_CHECKPOINT_PREFIX,
+                         device, dtype)
 
 
 __all__ = ["PPVD_DIT_FULL", "VideoDiT", "load_ppvd", "sincos_pos_table"]
