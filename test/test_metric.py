@@ -157,10 +157,11 @@ def test_resample_nearest():
     np.testing.assert_array_equal(down, big[1::2, 1::2])  # centres of 2x2 blocks land on the odd pixel
 
 
-def test_quaternion_matches_scipy():
-    rng = np.random.default_rng(5)
-    for q in rng.normal(size=(10, 4)):
-        np.testing.assert_allclose(quaternion_to_matrix(*q), Rotation.from_quat(q).as_matrix(), atol=1e-12)
+def test_quaternion_in_ros_order():
+    half = np.sqrt(0.5)  # 90 degrees about z, given as (x, y, z, w), and unnormalised
+    np.testing.assert_allclose(quaternion_to_matrix(0, 0, 2 * half, 2 * half),
+                               [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    np.testing.assert_allclose(quaternion_to_matrix(0, 0, 0, 1), np.eye(3), atol=1e-12)
     with pytest.raises(ValueError):
         quaternion_to_matrix(0, 0, 0, 0)
 

@@ -47,17 +47,14 @@ def resample_nearest(depth, height: int, width: int) -> np.ndarray:
 
 
 def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """3x3 rotation of the unit quaternion (x, y, z, w) (ROS order); normalised first."""
-    q = np.array([w, x, y, z], dtype=np.float64)
+    """3x3 rotation of the quaternion (x, y, z, w) (ROS order, scipy's too); normalised first."""
+    from scipy.spatial.transform import Rotation
+
+    q = np.array([x, y, z, w], dtype=np.float64)
     norm = np.linalg.norm(q)
     if not np.isfinite(norm) or norm < 1e-12:
         raise ValueError(f"quaternion (x, y, z, w) = {(x, y, z, w)} has no rotation (zero or non-finite norm)")
-    w, x, y, z = q / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return Rotation.from_quat(q / norm).as_matrix()
 
 
 class LidarProjector:
