@@ -90,8 +90,8 @@ def ros(estimator):
                                 ("/diagnostics", DiagnosticArray)):
             client.subscribe(topic, msg_type)
         client.image_pub = client.publisher("image", Image)
-        client.wait_until(lambda: client.image_pub.get_subscription_count() > 0
-                          and node.count_subscribers("points") > 0, 20, "matching")
+        client.wait_until(lambda: node.count_subscribers("points") > 0, 20, "matching")
+        client.wait_until_connected([client.image_pub])
         yield client, node
     finally:
         client.close()
@@ -116,8 +116,7 @@ def test_moge2_metric_depth_and_intrinsics_without_camera_info(ros, estimator, r
     image = numpy_to_image(rgb, "rgb8")
     image.header.stamp = stamp
     image.header.frame_id = "moge_camera"
-    client.image_pub.publish(image)
-    depth_msg = client.wait_for("depth", same_stamp(stamp), timeout=60)
+    depth_msg = client.publish_until_answered(client.image_pub, image, "depth", same_stamp(stamp))
     info = client.wait_for("depth/camera_info", same_stamp(stamp))
     cloud = client.wait_for("points", same_stamp(stamp))
 

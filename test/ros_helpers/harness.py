@@ -155,6 +155,19 @@ class RosClient:
                         timeout, "discovery between the node and the test client")
         time.sleep(0.5)  # the two ends of a match see it a moment apart
 
+    def publish_until_answered(self, publisher, msg, topic: str, predicate, timeout: float = 60.0,
+                               every: float = 3.0):
+        """Publish ``msg`` (again every ``every`` s) until a message matching ``predicate`` arrives on
+        ``topic``; for a frame sent right after start-up, when discovery may still be settling."""
+        deadline = time.monotonic() + timeout
+        while True:
+            publisher.publish(msg)
+            try:
+                return self.wait_for(topic, predicate, min(every, max(deadline - time.monotonic(), 0.1)))
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
