@@ -14,8 +14,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 
 from ppd_ros.ros.conversions import pointcloud2_to_structured, rgb8_to_compressed  # noqa: E402
-from ros_helpers.harness import (NodeProcess, RosClient, camera_info_msg, diagnostic_values,  # noqa: E402
-                                 make_stamp, same_stamp, stamp_text, synthetic_frames)
+from ros_helpers.harness import (camera_info_msg, diagnostic_values, make_stamp, running_node,  # noqa: E402
+                                 same_stamp, stamp_text, synthetic_frames)
 
 DOMAIN_ID = 88
 WIDTH, HEIGHT = 160, 120
@@ -33,25 +33,14 @@ def frames():
 
 @pytest.fixture(scope="module")
 def ros():
-    node = NodeProcess.depth_node([
+    with running_node([
         "-p", "model:=tiny-random", "-p", "device:=cpu", "-p", f"target_area:={TARGET_AREA}",
         "-p", f"steps:={STEPS}", "-p", "input_transport:=compressed", "-p", "camera_info_size_mismatch:=scale",
         "-p", "output_resolution:=input", "-p", "depth_scale:=0.2", "-p", "depth_shift:=1",
-        "-p", "diagnostics_period:=0.25"], DOMAIN_ID)
-    client = RosClient(DOMAIN_ID)
-    for topic, msg_type in OUTPUTS.items():
-        client.subscribe(topic, msg_type)
-    client.subscribe("/diagnostics", DiagnosticArray)
-    client.image_pub = client.publisher("image/compressed", CompressedImage)
-    client.info_pub = client.publisher("camera_info", CameraInfo)
-    client.raw_pub = client.publisher("image", Image)
-    try:
-        node.wait_for_line("Output:", timeout=60)
-        client.wait_until_connected([client.image_pub, client.info_pub])
+        "-p", "diagnostics_period:=0.25"], DOMAIN_ID, {**OUTPUTS, "/diagnostics": DiagnosticArray},
+            image_topic="image/compressed", image_type=CompressedImage) as (client, node):
+        client.raw_pub = client.publisher("image", Image)
         yield client, node
-    finally:
-        client.close()
-        assert node.stop() == 0, "\n".join(node.output()[-30:])
 
 
 def send(client, rgb, index: int, fmt: str = "png", info=None, data: bytes | None = None):

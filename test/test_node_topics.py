@@ -18,8 +18,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
 from ppd_ros.ros.conversions import numpy_to_image, pointcloud2_to_structured  # noqa: E402
-from ros_helpers.harness import (NodeProcess, RosClient, camera_info_msg, diagnostic_values,  # noqa: E402
-                                 make_stamp, same_stamp, stamp_text, synthetic_frames)
+from ros_helpers.harness import (camera_info_msg, diagnostic_values, make_stamp, running_node,  # noqa: E402
+                                 same_stamp, stamp_text, synthetic_frames)
 
 DOMAIN_ID = 87
 WIDTH, HEIGHT = 160, 120
@@ -43,20 +43,9 @@ def ros(tmp_path_factory):
         "/**:\n  ros__parameters:\n"
         f"    model: tiny-random\n    device: cpu\n    target_area: {TARGET_AREA}\n    steps: 1\n"
         f"    depth_scale: {DEPTH_SCALE}\n    depth_shift: {DEPTH_SHIFT}\n    diagnostics_period: 0.25\n")
-    node = NodeProcess.depth_node(["--params-file", str(params), "-p", f"steps:={STEPS}"], DOMAIN_ID)
-    client = RosClient(DOMAIN_ID)
-    for topic, msg_type in OUTPUTS.items():
-        client.subscribe(topic, msg_type)
-    client.subscribe("/diagnostics", DiagnosticArray)
-    client.image_pub = client.publisher("image", Image)
-    client.info_pub = client.publisher("camera_info", CameraInfo)
-    try:
-        node.wait_for_line("Output:", timeout=60)
-        client.wait_until_connected([client.image_pub, client.info_pub])
-        yield client, node
-    finally:
-        client.close()
-        assert node.stop() == 0, "\n".join(node.output()[-30:])
+    with running_node(["--params-file", str(params), "-p", f"steps:={STEPS}"], DOMAIN_ID,
+                      {**OUTPUTS, "/diagnostics": DiagnosticArray}) as connected:
+        yield connected
 
 
 def send(client, rgb, camera, index: int, image=None, info=None, pause: float = 0.02):

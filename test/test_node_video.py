@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from ppd_ros.ros.conversions import numpy_to_image  # noqa: E402
-from ros_helpers.harness import NodeProcess, RosClient, camera_info_msg, diagnostic_values, synthetic_frames  # noqa: E402
+from ros_helpers.harness import camera_info_msg, diagnostic_values, running_node, synthetic_frames  # noqa: E402
 
 DOMAIN_ID = 95
 WIDTH, HEIGHT = 64, 48
@@ -35,24 +35,14 @@ def frames():
 
 @pytest.fixture(scope="module")
 def ros():
-    node = NodeProcess.depth_node(
+    with running_node(
         ["-r", "__node:=video_depth", "-p", "mode:=video", "-p", "video_model:=tiny-random-video",
          "-p", f"video_stride:={STRIDE}", "-p", "steps:=1", "-p", "device:=cpu",
          "-p", f"video_max_gap:={MAX_GAP}", "-p", "input_reliability:=reliable",
-         "-p", "diagnostics_period:=0.25"], DOMAIN_ID)
-    client = RosClient(DOMAIN_ID, "video_test_client")
-    client.subscribe("depth", Image, depth=100)
-    client.subscribe("depth/camera_info", CameraInfo, depth=100)
-    client.subscribe("/diagnostics", DiagnosticArray)
-    client.image_pub = client.publisher("image", Image, depth=100)
-    client.info_pub = client.publisher("camera_info", CameraInfo, depth=100)
-    try:
-        node.wait_for_line("Output:", timeout=90)
-        client.wait_until_connected([client.image_pub, client.info_pub])
-        yield client, node
-    finally:
-        client.close()
-        assert node.stop() == 0, "\n".join(node.output()[-30:])
+         "-p", "diagnostics_period:=0.25"], DOMAIN_ID,
+            {"depth": Image, "depth/camera_info": CameraInfo, "/diagnostics": DiagnosticArray},
+            client_name="video_test_client", queue_depth=100, startup_timeout=90) as connected:
+        yield connected
 
 
 def stamp_at(seconds: float) -> Time:

@@ -3,6 +3,7 @@ client in the test process (its own rclpy context on the test's domain) that pub
 camera frames and collects what the node publishes. Everything goes over real DDS on loopback."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -224,3 +225,27 @@ def diagnostic_values(msg, name_part: str = "ppd_depth") -> dict[str, str] | Non
         if name_part in status.name:
             return {pair.key: pair.value for pair in status.values}
     return None
+
+
+@contextlib.contextmanager
+def running_node(ros_args: list[str], domain_id: int, outputs: dict, image_topic: str = "image",
+                 image_type=None, client_name: str = "ppd_test_client", queue_depth: int = 10,
+                 startup_timeout: float = 60.0):
+    """A depth node process and a connected test client: ``outputs`` (topic -> message type) are
+    subscribed, ``client.image_pub`` / ``client.info_pub`` publish the inputs. The node must exit
+    cleanly at the end."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    node = NodeProcess.depth_node(ros_args, domain_id)
+    client = RosClient(domain_id, client_name)
+    for topic, msg_type in outputs.items():
+        client.subscribe(topic, msg_type, depth=max(50, queue_depth))
+    client.image_pub = client.publisher(image_topic, image_type or Image, depth=queue_depth)
+    client.info_pub = client.publisher("camera_info", CameraInfo, depth=queue_depth)
+    try:
+        node.wait_for_line("Output:", timeout=startup_timeout)
+        client.wait_until_connected([client.image_pub, client.info_pub])
+        yield client, node
+    finally:
+        client.close()
+        assert node.stop() == 0, "\n".join(node.output()[-30:])
