@@ -63,10 +63,10 @@ def align_log_depth(relative: np.ndarray, depth: np.ndarray) -> np.ndarray:
 
 def score(aligned: np.ndarray, depth: np.ndarray) -> FrameScore:
     """AbsRel and delta1 (max(pred/gt, gt/pred) < 1.25) over :func:`valid_depth` pixels."""
+    from ppd_ros.evaluation.metrics import abs_rel, delta1
+
     valid = valid_depth(depth) & np.isfinite(aligned)
-    pred, gt = aligned[valid], depth[valid].astype(np.float64)
-    return FrameScore(float(np.mean(np.abs(pred - gt) / gt)),
-                      float(np.mean(np.maximum(pred / gt, gt / pred) < 1.25)))
+    return FrameScore(abs_rel(aligned, depth, valid), delta1(aligned, depth, valid))
 
 
 def baseline_relative(name: str, depth: np.ndarray) -> np.ndarray:
