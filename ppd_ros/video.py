@@ -8,7 +8,9 @@ resized back bilinear and chained by a least-squares scale/shift fitted on slots
 
 Stream (:class:`VideoDepthStream`): the same window structure with a stride S in 1..13: a window
 is [3 carried keyframes | 13 - S frames already emitted | S new frames]; S = 13 reproduces the
-offline windows. Output depth is resized back with NEAREST (no interpolated "flying" depths).
+offline windows. Output depth stays on the window grid (S x S); the window-to-window scale/shift
+is fitted there too, whereas the official code fits after resizing back to the input size. The
+frame pipeline resizes to the output size (nearest, never smoothed) with the camera scaled alike.
 """
 from __future__ import annotations
 
@@ -177,12 +179,12 @@ def infer_video(frames: np.ndarray | torch.Tensor | Sequence[np.ndarray], semant
 @dataclass
 class StreamDepth:
     """One output frame of :class:`VideoDepthStream`: its index since the last reset, the tag
-    given with it to :meth:`~VideoDepthStream.push` (e.g. its message header) and its depth
-    (H, W) float32 at the input size."""
+    given with it to :meth:`~VideoDepthStream.push` (e.g. its message header) and its relative
+    depth (S, S) float32 (CPU tensor) on the window grid."""
 
     index: int
     tag: Any
-    depth: np.ndarray
+    depth: torch.Tensor
 
 
 @dataclass
@@ -200,7 +202,7 @@ class VideoDepthStream:
     window). Its slots 0-2 are fitted (scale/shift) to [frame 0's depth, the previous window's
     aligned slots 8 and 15], so one scale runs through the stream; the new keyframes are this
     window's slots 0, 8, 15. With S = 13 the windows and the output equal :func:`infer_video`
-    up to the resize back (NEAREST here, so no depth is invented between surfaces).
+    up to the resize back to the input size (which the stream leaves to its caller).
 
     Latency: a frame waits for at most S - 1 later frames (S + 2 at start-up). :meth:`flush`
     runs the pending frames at once (padded with the last frame); :meth:`reset` drops the state
@@ -315,18 +317,12 @@ class VideoDepthStream:
             slot_of = {i: first_new + (i - emit[0]) for i in emit}
         self._keyframes = [_Keyframe(frames[s], depth[s].clone()) for s in KEYFRAME_SLOTS]
 
-        out = [StreamDepth(i, self._tags.pop(i), self._resize_back(depth[slot_of[i]])) for i in emit]
+        out = [StreamDepth(i, self._tags.pop(i), depth[slot_of[i]].clone()) for i in emit]
         self._emitted = emit[-1] + 1
         keep_from = self._emitted - (WINDOW - OVERLAP - self.stride)
         for i in [i for i in self._frames if i < keep_from and i < self._received - 1]:
             del self._frames[i]
         return out
-
-    def _resize_back(self, depth: torch.Tensor) -> np.ndarray:
-        height, width = self._input_size
-        if (height, width) != tuple(depth.shape):
-            depth = F.interpolate(depth[None, None], size=(height, width), mode="nearest")[0, 0]
-        return depth.numpy().astype(np.float32, copy=False)
 
 
 __all__ = [

@@ -259,7 +259,9 @@ class VideoDepthEstimator:
         results = []
         for item in emitted:
             pending = self._pending.pop(item.index)
-            results.append(VideoDepthResult(item.tag, item.depth, item.index, newest - item.index,
+            depth = torch.nn.functional.interpolate(item.depth[None, None], size=self._input_size,
+                                                    mode="nearest")[0, 0].numpy()
+            results.append(VideoDepthResult(item.tag, depth, item.index, newest - item.index,
                                             now - pending.pushed_at))
         return results
 

@@ -181,19 +181,16 @@ def test_stream_small_stride_latency_and_order(tiny_models, stride):
     assert stream.pending == 0
 
 
-def test_stream_resizes_back_with_nearest(tiny_models):
+def test_stream_output_stays_on_the_window_grid(tiny_models):
     pi3, dit = tiny_models
-    clip = _clip(3, height=2 * SIZE, width=2 * SIZE, seed=2)
+    clip = _clip(3, height=2 * SIZE, width=3 * SIZE, seed=2)
     stream = VideoDepthStream(pi3, dit, stride=13, steps=1)
     for frame in clip:
         assert stream.push(frame) == []
     outputs = stream.flush()
     assert len(outputs) == 3
     for out in outputs:
-        blocks = out.depth.reshape(SIZE, 2, SIZE, 2)
-        # nearest upsampling by 2: every 2x2 block is constant (bilinear would blend)
-        assert np.array_equal(blocks, np.broadcast_to(blocks[:, :1, :, :1], blocks.shape))
-        assert out.depth.shape == (2 * SIZE, 2 * SIZE)
+        assert tuple(out.depth.shape) == (SIZE, SIZE) and torch.isfinite(out.depth).all()
     with pytest.raises(ValueError, match="size changed"):
         stream.push(_clip(1, height=40, width=40)[0])
 

@@ -1,0 +1,105 @@
+"""Model spec -> torch networks: official checkpoints, exported models or tiny random ones."""
+from __future__ import annotations
+
+import torch
+
+from ppd_ros.model_specs import MOGE2, ModelSpec
+from ppd_ros.nets.dinov2 import DinoV2Config
+from ppd_ros.nets.dit import PPD_DIT_FULL, PixelDiT, load_ppd_dit
+from ppd_ros.nets.dit_video import PPVD_DIT_FULL, VideoDiT, load_ppvd, sincos_pos_table
+from ppd_ros.nets.moge import load_moge2
+from ppd_ros.nets.pi3 import PI3_FULL, Pi3Config, Pi3Semantics, load_pi3
+from ppd_ros.nets.semantics import DA2_VITL, DA2SemanticEncoder, load_da2_semantic_encoder
+from ppd_ros.weights import WeightsMissingError, weights_path
+
+TINY_DIT = dict(hidden_size=64, depth=4, num_heads=4, semantic_dim=64)
+TINY_ENCODER = DinoV2Config(embed_dim=64, depth=2, num_heads=2)
+
+TINY_VIDEO_SIZE = 64  # window side of the tiny video model (the released one is 512)
+TINY_PI3 = Pi3Config(
+    encoder=DinoV2Config(embed_dim=32, depth=1, num_heads=2, num_register_tokens=4,
+                         pos_resize="antialiased_bicubic", with_mask_token=False),
+    decoder_depth=2, decoder_heads=2)
+TINY_VIDEO_DIT = dict(hidden_size=32, depth=24, num_heads=2, input_size=TINY_VIDEO_SIZE,
+                      semantic_dim=2 * TINY_PI3.encoder.embed_dim)
+
+
+def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Overwrite every parameter with seeded noise (tiny smoke models: zero-init would be constant)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.ndim >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+            elif "weight" in name:
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    return module
+
+
+def tiny_random_image_networks() -> tuple[PixelDiT, DA2SemanticEncoder]:
+    """The seeded tiny DiT + DA2-style encoder of model ``tiny-random``."""
+    return randomize_(PixelDiT(**TINY_DIT), seed=1), randomize_(DA2SemanticEncoder(TINY_ENCODER), seed=2)
+
+
+def tiny_random_video_networks(seed: int = 0) -> tuple[Pi3Semantics, VideoDiT]:
+    """Small seeded random Pi3 + video DiT (64x64 windows) of ``tiny-random-video``."""
+    pi3 = randomize_(Pi3Semantics(TINY_PI3), seed=seed + 1).eval()
+    dit = randomize_(VideoDiT(**TINY_VIDEO_DIT), seed=seed + 2).eval()
+    with torch.no_grad():  # keep the fixed sin-cos position table (randomize_ overwrote it)
+        dit.pos_embed.copy_(sincos_pos_table(dit.hidden_size, dit.grid16, dit.grid16)[None])
+    return pi3, dit
+
+
+def full_size_image_networks(device: str | torch.device = "meta") -> tuple[PixelDiT, DA2SemanticEncoder]:
+    """The full-size DiT and DA2 encoder (meta device by default: shapes only, no memory)."""
+    with torch.device(device):
+        return PixelDiT(**PPD_DIT_FULL), DA2SemanticEncoder(DA2_VITL)
+
+
+def _weight_files(spec: ModelSpec, weights_dir) -> list:
+    """Paths of the spec's registry files; one WeightsMissingError naming every missing one."""
+    paths, missing = [], []
+    for name in spec.weights:
+        try:
+            paths.append(weights_path(name, weights_dir))
+        except WeightsMissingError as error:
+            missing.append(str(error))
+    if missing:
+        raise WeightsMissingError("; ".join(missing))
+    return paths
+
+
+def load_image_networks(spec: ModelSpec, weights_dir=None, device: torch.device = torch.device("cpu"),
+                        dtype: torch.dtype = torch.float32) -> tuple[PixelDiT, torch.nn.Module]:
+    """(DiT, semantic encoder) of an image model spec on ``device``, in eval mode."""
+    if spec.random_tiny:
+        dit, encoder = tiny_random_image_networks()
+        return dit.to(device=device, dtype=dtype).eval(), encoder.to(device=device, dtype=dtype).eval()
+    if spec.export_file is not None:
+        from ppd_ros.paths import share_dir
+        from ppd_ros.training.export import load_export  # reads nets/ only (no Lightning)
+
+        path = share_dir() / spec.export_file
+        return load_export(path, weights_dir, device=device, dtype=dtype)
+    dit_file, encoder_file = _weight_files(spec, weights_dir)
+    dit = load_ppd_dit(dit_file, device=device, dtype=dtype)
+    if spec.encoder == MOGE2:
+        encoder = load_moge2(encoder_file, device=device, dtype=dtype)
+    else:
+        encoder = load_da2_semantic_encoder(encoder_file, device=device, dtype=dtype)
+    return dit, encoder
+
+
+def load_video_networks(spec: ModelSpec, weights_dir=None, device: torch.device = torch.device("cpu"),
+                        dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[Pi3Semantics, VideoDiT]:
+    """(Pi3 semantics, video DiT) of a video model spec on ``device``, in eval mode."""
+    if spec.random_tiny:
+        pi3, dit = tiny_random_video_networks(seed)
+        return pi3.to(device), dit.to(device)
+    dit_file, pi3_file = _weight_files(spec, weights_dir)
+    dit = load_ppvd(dit_file, device=device, dtype=dtype, config=PPVD_DIT_FULL)
+    pi3 = load_pi3(pi3_file, device=device, dtype=dtype, config=PI3_FULL)
+    return pi3, dit
