@@ -9,20 +9,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
-def colorize_depth(relative_depth, label: str | None = None):
-    """Relative log-depth (h, w) -> BGR uint8 colour map (near = bright), optional label text."""
-    import cv2
-    import numpy as np
-
-    finite = np.isfinite(relative_depth)
-    lo, hi = (np.percentile(relative_depth[finite], [2, 98]) if finite.any() else (0.0, 1.0))
-    scaled = np.clip((hi - relative_depth) / max(hi - lo, 1e-6), 0, 1)
-    colored = cv2.applyColorMap((np.nan_to_num(scaled) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
-    if label:
-        cv2.putText(colored, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
-    return colored
-
-
 def _collect_inputs(paths: list[str]) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
@@ -64,14 +50,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from ppd_ros.engine import DepthEstimator
+    from ppd_ros.arguments import backend_from_args
+    from ppd_ros.colormap import relative_depth_rgb
+    from ppd_ros.geometry.resize import resize_nearest
 
-    estimator = DepthEstimator.create(
-        args.model, args.weights_dir, args.device, args.steps, args.target_area, args.seed
-    )
-    untrained = estimator.model_name == "tiny-random"
+    backend = backend_from_args(args)
+    untrained = backend.spec.random_tiny
     if untrained:
-        print("model tiny-random: randomly initialised tiny network, outputs are NOT depth (smoke run)")
+        print(f"model {backend.spec.name}: randomly initialised tiny network, outputs are NOT depth (smoke run)")
     inputs = _collect_inputs(args.paths)
     written = 0
     for path in tqdm(inputs, desc="ppd infer", unit="file"):
@@ -80,19 +66,21 @@ def cmd_infer(args: argparse.Namespace) -> int:
             out_dir = out_dir / f"{path.stem}_depth"
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, rgb in _frames(path):
-            prediction = estimator.predict(rgb)
-            depth = prediction.depth_numpy()
+            (output,) = backend.push(rgb, name)
+            depth = output.relative.float().cpu().numpy()
             if args.output_size == "input":
-                height, width = prediction.input_size
-                depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
-            stem = f"{name}_depth_{estimator.model_name}"
+                depth = resize_nearest(depth, *output.input_size)
+            stem = f"{name}_depth_{backend.spec.name}"
             np.save(out_dir / f"{stem}.npy", depth.astype(np.float32))
-            label = "tiny-random: untrained, not depth" if untrained else None
-            cv2.imwrite(str(out_dir / f"{stem}.png"), colorize_depth(depth, label))
+            colored = cv2.cvtColor(relative_depth_rgb(depth), cv2.COLOR_RGB2BGR)
+            if untrained:
+                cv2.putText(colored, "tiny-random: untrained, not depth", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                            (255, 255, 255), 2)
+            cv2.imwrite(str(out_dir / f"{stem}.png"), colored)
             written += 1
     print(
         f"wrote {written} depth maps (.npy relative log-depth + .png) with model "
-        f"{estimator.model_name}, {estimator.steps} steps, on {estimator.device}"
+        f"{backend.spec.name}, {backend.steps} steps, on {backend.device}"
     )
     return 0
 
@@ -120,22 +108,8 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = "ppd-da2",
-                        choices: tuple[str, ...] | None = None, model_help: str | None = None) -> None:
-    """--model, --weights-dir, --device, --steps, --target-area, --seed (shared by ppd commands)."""
-    from ppd_ros.engine import DEFAULT_TARGET_AREA, MODEL_NAMES
-
-    parser.add_argument("--model", default=default, choices=choices or MODEL_NAMES, help=model_help)
-    parser.add_argument("--weights-dir", default=None, help="default: $PPD_WEIGHTS_DIR or ~/.cache/ppd_ros/weights")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--steps", type=int, default=4, help="Euler sampling steps")
-    parser.add_argument("--target-area", type=int, default=None,
-                        help=f"inference pixels (aspect kept); default: the model's own ({DEFAULT_TARGET_AREA} "
-                             "for the PPD models)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (reproducible output)")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from ppd_ros.arguments import add_model_arguments
     from ppd_ros.bench import BENCHMARKS
 
     parser = argparse.ArgumentParser(prog="ppd", description="Pixel-Perfect Depth tools")

@@ -59,6 +59,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
 
 IMAGE_MODEL_NAMES = tuple(name for name, spec in MODEL_SPECS.items() if spec.mode == IMAGE)
 VIDEO_MODEL_NAMES = tuple(name for name, spec in MODEL_SPECS.items() if spec.mode == VIDEO)
+METRIC_MODEL_NAMES = tuple(name for name, spec in MODEL_SPECS.items() if spec.is_metric)
 
 
 def model_spec(name: str) -> ModelSpec:

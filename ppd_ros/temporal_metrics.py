@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ppd_ros.geometry.camera import CameraModel
-from ppd_ros.metric.alignment import apply_alignment, least_squares_scale_shift
+from ppd_ros.metric.alignment import relative_to_metres, least_squares_scale_shift
 
 MIN_DEPTH = 1e-3  # metres; floor for aligned predictions
 DEFAULT_OCCLUSION_TOLERANCE = 0.01
@@ -59,11 +59,11 @@ def align_log_depth(relative: np.ndarray, gt_depth: np.ndarray, per_frame: bool 
     target = np.log1p(np.where(valid, gt, 0.0)).astype(np.float32)
     if not per_frame:
         scale, shift = least_squares_scale_shift(relative, target, valid)
-        return apply_alignment(relative, scale, shift)
+        return relative_to_metres(relative, scale, shift)
     out = np.empty_like(relative)
     for i in range(len(relative)):
         scale, shift = least_squares_scale_shift(relative[i], target[i], valid[i])
-        out[i] = apply_alignment(relative[i], scale, shift)
+        out[i] = relative_to_metres(relative[i], scale, shift)
     return out
 
 

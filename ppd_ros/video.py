@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ppd_ros.metric.alignment import least_squares_scale_shift
 from ppd_ros.nets.flow import sample_depth
 
 WINDOW = 16
@@ -56,24 +57,6 @@ def window_frame_ids(num_frames: int) -> list[list[int]]:
     return windows
 
 
-def fit_scale_shift(prediction: np.ndarray, target: np.ndarray,
-                    mask: np.ndarray | None = None) -> tuple[float, float]:
-    """Least-squares (scale, shift) minimising sum(mask * (scale*prediction + shift - target)^2).
-
-    Solved in float32 from the 2x2 normal equations; an empty or degenerate system (zero
-    determinant) gives the ints (1, 0), as the official code.
-    """
-    p = np.asarray(prediction, dtype=np.float32)
-    t = np.asarray(target, dtype=np.float32)
-    m = np.ones_like(p) if mask is None else np.asarray(mask, dtype=np.float32)
-    spp, sp, s1 = np.sum(m * p * p), np.sum(m * p), np.sum(m)
-    spt, st = np.sum(m * p * t), np.sum(m * t)
-    det = spp * s1 - sp * sp
-    if det == 0:
-        return 1, 0
-    return (s1 * spt - sp * st) / det, (spp * st - sp * spt) / det
-
-
 def align_video_windows(windows: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray:
     """Chain the depth of consecutive offline windows into one sequence (16 + 13*(K-1), H, W).
 
@@ -88,7 +71,7 @@ def align_video_windows(windows: Sequence[np.ndarray | torch.Tensor]) -> np.ndar
     out = [aligned]
     for window in prepared[1:]:
         target = np.stack([prepared[0][0], aligned[KEYFRAME_SLOTS[1]], aligned[KEYFRAME_SLOTS[2]]])
-        scale, shift = fit_scale_shift(window[:OVERLAP], target)
+        scale, shift = least_squares_scale_shift(window[:OVERLAP], target)
         aligned = (window * scale + shift).astype(np.float32)
         out.append(aligned[OVERLAP:])
     return np.concatenate(out, axis=0)
@@ -311,7 +294,7 @@ class VideoDepthStream:
             slot_of = {i: i for i in emit}
         else:
             target = torch.stack([self._reference0, self._keyframes[1].depth, self._keyframes[2].depth])
-            scale, shift = fit_scale_shift(depth[:OVERLAP].numpy(), target.numpy())
+            scale, shift = least_squares_scale_shift(depth[:OVERLAP].numpy(), target.numpy())
             depth = (depth * float(scale) + float(shift)).to(torch.float32)
             first_new = WINDOW - self.stride
             slot_of = {i: first_new + (i - emit[0]) for i in emit}
@@ -327,6 +310,6 @@ class VideoDepthStream:
 
 __all__ = [
     "KEYFRAME_SLOTS", "STRIDE", "WINDOW", "StreamDepth", "VideoDepthStream", "align_video_windows",
-    "fit_scale_shift", "frames_to_tensor", "infer_video", "initial_noise", "predict_window",
+    "frames_to_tensor", "infer_video", "initial_noise", "predict_window",
     "resize_frames", "window_frame_ids",
 ]

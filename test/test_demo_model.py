@@ -1,4 +1,4 @@
-"""The shipped demo model (model/demo): loads through the engine without downloads and beats the
+"""The shipped demo model (model/demo): loads through the torch backend without downloads and beats the
 constant-depth baseline on held-out synthetic scenes after the same log-space alignment."""
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ from ppd_ros.bench.demo_model import (
     model_relative,
     score,
 )
-from ppd_ros.engine import MODELS, DepthEstimator
+from ppd_ros.backends import BackendOptions, create_backend
+from ppd_ros.model_specs import model_spec
 from ppd_ros.paths import share_dir
 
-DEMO_FILE = share_dir() / MODELS["ppd-demo"]
+DEMO_FILE = share_dir() / model_spec("ppd-demo").export_file
 
 
 @pytest.fixture(scope="module")
 def demo():
     torch.set_num_threads(2)
-    return DepthEstimator.create("ppd-demo", device="cpu")
+    return create_backend(model_spec("ppd-demo"), BackendOptions(device="cpu"))
 
 
 def test_shipped_files_are_small_and_self_contained():
@@ -37,10 +38,10 @@ def test_shipped_files_are_small_and_self_contained():
 
 def test_demo_runs_at_its_native_size(demo):
     rgb, _ = held_out_frame(HELD_OUT_SEED, width=192, height=128)
-    prediction = demo.predict(rgb)
-    assert prediction.model == "ppd-demo" and prediction.steps == 4
-    assert prediction.size == (64, 96)  # the 96x64 area of training
-    assert torch.isfinite(prediction.depth).all() and prediction.depth.std() > 0
+    (output,) = demo.push(rgb, None)
+    assert demo.spec.name == "ppd-demo" and demo.steps == 4
+    assert output.size == (64, 96)  # the 96x64 area of training
+    assert torch.isfinite(output.relative).all() and output.relative.std() > 0
 
 
 def test_demo_beats_constant_depth_on_held_out_scenes(demo):

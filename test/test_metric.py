@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from ppd_ros.bench.metric import measure_accuracy, measure_stability
 from ppd_ros.metric import (FitStatus, LidarProjector, RobustFitConfig, ScaleShiftFilter, StableAlignment,
-                            TemporalFilterConfig, apply_alignment, depth_image_to_metres, fit_log_depth, fixed_fit,
+                            TemporalFilterConfig, relative_to_metres, depth_image_to_metres, fit_log_depth, fixed_fit,
                             least_squares_scale_shift, quaternion_to_matrix, resample_nearest)
 
 
@@ -118,17 +118,17 @@ def test_fixed_fit():
         fixed_fit(0.0, 0.5)
 
 
-def test_apply_alignment():
+def test_relative_to_metres():
     relative = np.array([[-1.0, 0.0, 0.5], [np.nan, -20.0, 0.25]], dtype=np.float32)
-    out = apply_alignment(relative, 2.0, 2.5)
+    out = relative_to_metres(relative, 2.0, 2.5)
     assert out.dtype == np.float32
     expected = np.expm1(2.0 * relative.astype(np.float64) + 2.5)
     np.testing.assert_allclose(out[0], expected[0], rtol=1e-6)
-    assert np.isnan(out[1, 0]) and out[1, 1] == 0.0  # NaN stays NaN; negative clamps to 0
-    out_torch = apply_alignment(torch.from_numpy(relative), 2.0, 2.5)
+    assert np.isnan(out[1, 0]) and np.isnan(out[1, 1])  # no depth (NaN in, or not positive) is NaN
+    out_torch = relative_to_metres(torch.from_numpy(relative), 2.0, 2.5)
     assert isinstance(out_torch, torch.Tensor)
     np.testing.assert_allclose(out_torch.numpy(), out, rtol=1e-6)
-    assert torch.isnan(out_torch[1, 0])
+    np.testing.assert_array_equal(np.isnan(out_torch.numpy()), np.isnan(out))
 
 
 # ---- metric sources ----------------------------------------------------------------------------------

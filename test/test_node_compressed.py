@@ -73,7 +73,9 @@ def test_runs_without_camera_info_with_one_warning(ros, frames):
 
 
 def test_png_input_scaled_camera_info_and_nearest_upsampled_depth(ros, frames):
-    from ppd_ros.engine import DepthEstimator
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.geometry.resize import nearest_indices
+    from ppd_ros.model_specs import model_spec
 
     client, _ = ros
     (_, rgb, _), camera = frames
@@ -84,11 +86,11 @@ def test_png_input_scaled_camera_info_and_nearest_upsampled_depth(ros, frames):
     cloud = pointcloud2_to_structured(client.wait_for("points", same_stamp(stamp)))
 
     # depth at input size = the model's depth upsampled nearest (each pixel copies one source pixel)
-    estimator = DepthEstimator.create("tiny-random", device="cpu", steps=STEPS, target_area=TARGET_AREA, seed=0)
-    relative = estimator.predict(rgb).depth.double().numpy()
+    backend = create_backend(model_spec("tiny-random"), BackendOptions(device="cpu", steps=STEPS,
+                                                                       target_area=TARGET_AREA, seed=0))
+    relative = backend.push(rgb, None)[0].relative.double().numpy()
     assert relative.shape == (H_INF, W_INF)
-    rows = (np.arange(HEIGHT) * H_INF) // HEIGHT
-    cols = (np.arange(WIDTH) * W_INF) // WIDTH
+    rows, cols = nearest_indices(H_INF, HEIGHT), nearest_indices(W_INF, WIDTH)  # pixel centres aligned
     expected = np.expm1(0.2 * relative + 1.0)[rows[:, None], cols[None, :]]
     depth = np.frombuffer(depth_msg.data, np.float32).reshape(HEIGHT, WIDTH)
     np.testing.assert_allclose(depth, expected, rtol=2e-3, atol=1e-4)

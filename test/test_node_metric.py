@@ -116,10 +116,12 @@ def projected_grid(camera_points: np.ndarray, camera) -> np.ndarray:
 
 
 def relative_depth(rgb) -> np.ndarray:
-    from ppd_ros.engine import DepthEstimator
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.model_specs import model_spec
 
-    estimator = DepthEstimator.create("tiny-random", device="cpu", steps=1, target_area=TARGET_AREA, seed=0)
-    return estimator.predict(rgb).depth.double().numpy()
+    backend = create_backend(model_spec("tiny-random"), BackendOptions(device="cpu", steps=1,
+                                                                       target_area=TARGET_AREA, seed=0))
+    return backend.push(rgb, None)[0].relative.double().numpy()
 
 
 def first_frame_fit(relative: np.ndarray, reference_grid: np.ndarray):
@@ -157,7 +159,7 @@ def abs_rel(depth: np.ndarray, exact: np.ndarray) -> float:
 
 
 def fixed_mapping_abs_rel(relative: np.ndarray, exact: np.ndarray) -> float:
-    from ppd_ros.ros.params import DEFAULT_DEPTH_SCALE, DEFAULT_DEPTH_SHIFT
+    from ppd_ros.parameters import DEFAULT_DEPTH_SCALE, DEFAULT_DEPTH_SHIFT
 
     return abs_rel(np.expm1(DEFAULT_DEPTH_SCALE * relative + DEFAULT_DEPTH_SHIFT), exact)
 

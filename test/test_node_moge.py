@@ -40,12 +40,15 @@ def estimator(rgb):
     weights; the fit rejects the others by design)."""
     from conftest import load_golden
 
-    from ppd_ros.engine import TINY_DIT, DepthEstimator, randomize_
+    from ppd_ros.backends import BackendOptions
+    from ppd_ros.backends.torch_backend import TorchImageBackend
+    from ppd_ros.backends.torch_networks import TINY_DIT, randomize_
+    from ppd_ros.model_specs import model_spec
     from ppd_ros.metric import fit_log_depth
     from ppd_ros.nets.dinov2 import DinoV2Config
     from ppd_ros.nets.dit import PixelDiT
     from ppd_ros.nets.moge import load_moge2
-    from ppd_ros.ros.metric_depth import moge_reference
+    from ppd_ros.pipeline.metric_depth import moge_reference
 
     tensors, sidecar = load_golden("moge2_tiny")
     checkpoint = {"model_config": sidecar["config"],
@@ -53,9 +56,10 @@ def estimator(rgb):
     moge = load_moge2(checkpoint, backbone=DinoV2Config(embed_dim=64, depth=4, num_heads=2))
     for seed in range(1, 10):
         dit = randomize_(PixelDiT(**dict(TINY_DIT, semantic_dim=moge.dim_out)), seed=seed)
-        candidate = DepthEstimator(dit, moge, "ppd-moge2", device="cpu", steps=1, target_area=TARGET_AREA)
-        prediction = candidate.predict(rgb)
-        if fit_log_depth(prediction.depth, *moge_reference(prediction.metric), seed=0).ok:
+        candidate = TorchImageBackend(dit, moge, model_spec("ppd-moge2"),
+                                      BackendOptions(device="cpu", steps=1, target_area=TARGET_AREA))
+        (output,) = candidate.push(rgb, None)
+        if fit_log_depth(output.relative, *moge_reference(output.metric_depth, output.metric_mask), seed=0).ok:
             return candidate
     pytest.fail("no DiT seed gives a fittable relative depth")
 
@@ -75,7 +79,7 @@ def ros(estimator):
                  Parameter("device", value="cpu"), Parameter("steps", value=1),
                  Parameter("target_area", value=TARGET_AREA), Parameter("diagnostics_period", value=0.25),
                  Parameter("auto_start", value=False)]
-    node = DepthNode("moge_depth", estimator_factory=lambda config: estimator, context=context,
+    node = DepthNode("moge_depth", backend_factory=lambda config: estimator, context=context,
                      parameter_overrides=overrides)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -97,6 +101,7 @@ def ros(estimator):
         client.close()
         executor.shutdown()
         node.release()
+        node.stop_worker()
         node.destroy_node()
         context.try_shutdown()
         spinner.join(5)
@@ -104,13 +109,13 @@ def ros(estimator):
 
 def test_moge2_metric_depth_and_intrinsics_without_camera_info(ros, estimator, rgb):
     from ppd_ros.metric import fit_log_depth
-    from ppd_ros.ros.metric_depth import moge_reference
+    from ppd_ros.pipeline.metric_depth import moge_reference
 
     client, _ = ros
-    prediction = estimator.predict(rgb)
-    relative = prediction.depth.double().numpy()
-    reference, mask = moge_reference(prediction.metric)
-    fit = fit_log_depth(prediction.depth, reference, mask, seed=0)
+    (output,) = estimator.push(rgb, None)
+    relative = output.relative.double().numpy()
+    reference, mask = moge_reference(output.metric_depth, output.metric_mask)
+    fit = fit_log_depth(output.relative, reference, mask, seed=0)
 
     stamp = make_stamp(1)
     image = numpy_to_image(rgb, "rgb8")
@@ -127,7 +132,7 @@ def test_moge2_metric_depth_and_intrinsics_without_camera_info(ros, estimator, r
     assert error < 0.2  # in MoGe's metres (the random DiT adds no geometry)
 
     # MoGe's normalised intrinsics in pixels of the inference grid (pixel centres at (j + 0.5) / w)
-    normalised = prediction.metric.intrinsics.double().numpy()
+    normalised = output.intrinsics.double().numpy()
     K = np.asarray(info.k).reshape(3, 3)
     assert (info.width, info.height) == (W_INF, H_INF) and info.header.frame_id == "moge_camera"
     assert K[0, 0] == pytest.approx(normalised[0, 0] * W_INF, rel=1e-6)

@@ -66,10 +66,12 @@ def send(client, rgb, camera, index: int, image=None, info=None, pause: float = 
 def expected_depth(rgb) -> np.ndarray:
     """The node's depth computed here independently: the same tiny-random model and seed, then
     depth = exp(scale * relative + shift) - 1."""
-    from ppd_ros.engine import DepthEstimator
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.model_specs import model_spec
 
-    estimator = DepthEstimator.create("tiny-random", device="cpu", steps=STEPS, target_area=TARGET_AREA, seed=0)
-    relative = estimator.predict(rgb).depth.double().numpy()
+    backend = create_backend(model_spec("tiny-random"), BackendOptions(device="cpu", steps=STEPS,
+                                                                       target_area=TARGET_AREA, seed=0))
+    relative = backend.push(rgb, None)[0].relative.double().numpy()
     return np.expm1(DEPTH_SCALE * relative + DEPTH_SHIFT)
 
 

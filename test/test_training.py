@@ -14,7 +14,7 @@ from conftest import load_golden
 
 pytest.importorskip("lightning")
 
-from ppd_ros.engine import TINY_DIT, TINY_ENCODER  # noqa: E402
+from ppd_ros.backends.torch_networks import TINY_DIT, TINY_ENCODER  # noqa: E402
 from ppd_ros.training import datasets as ds  # noqa: E402
 from ppd_ros.training.targets import (  # noqa: E402
     gradient_matching_loss,
@@ -158,11 +158,11 @@ def test_fit_resume_export_round_trip(tmp_path):
     estimator = export_estimator(out, device="cpu", steps=2, seed=5, target_area=64 * 48)
     rgb = ds.SyntheticDataset(1, width=64, height=48, scene_seed=7)[0]["image"]
     rgb_u8 = (rgb * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    prediction = estimator.predict(rgb_u8)
-    assert prediction.size == (48, 64)
+    (output,) = estimator.push(rgb_u8, None)
+    assert output.size == (48, 64)
     image01 = torch.from_numpy(rgb_u8).permute(2, 0, 1)[None].float() / 255.0
     expected = module.predict_relative(image01, steps=2, seed=5)[0, 0]
-    assert torch.equal(prediction.depth, expected)
+    assert torch.equal(output.relative, expected)
 
 
 def test_cpu_precision_fallback(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from ppd_ros.backends.base import BackendOptions, DepthOutput
 from ppd_ros.backends.torch_networks import load_image_networks, load_video_networks
-from ppd_ros.engine import resolve_device
+from ppd_ros.device import resolve_device
 from ppd_ros.model_specs import ModelSpec
 from ppd_ros.nets.flow import sample_depth
 from ppd_ros.nets.moge import MoGe2Model
@@ -159,12 +159,23 @@ class TorchVideoBackend:
         self.device = resolve_device(options.device)
         self.semantics = semantics.eval().to(self.device)
         self.dit = dit.eval().to(self.device)
-        self.steps = int(options.steps)
+        self._steps = int(options.steps)
         self.stride = int(options.video_stride)
         self.seed = options.seed
         self.channel_order = options.video_channel_order
         self.throughput = WindowThroughput()
         self._streams: dict[Hashable, _Stream] = {}
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    @steps.setter
+    def steps(self, steps: int) -> None:
+        """Euler steps per window, from the next window on (every stream)."""
+        self._steps = int(steps)
+        for state in self._streams.values():
+            state.stream.steps = self._steps
 
     @property
     def window_size(self) -> int:

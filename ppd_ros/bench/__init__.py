@@ -6,7 +6,7 @@ Each module has ``add_arguments(parser)`` and ``run(args) -> int`` and imports h
 
 BENCHMARKS = {
     "cloud": ("ppd_ros.bench.cloud", "depth -> filtered PointCloud2 vs Open3D outlier removal"),
-    "node": ("ppd_ros.bench.node", "node overhead outside the model, per stage"),
+    "node": ("ppd_ros.ros.node_bench", "node overhead outside the model per stage; N cameras in one node vs N nodes"),
     "model": ("ppd_ros.bench.model", "full-size forward pass: time and peak memory"),
     "video": ("ppd_ros.bench.video", "temporal consistency (TAE, flicker), latency, throughput: image vs video mode"),
     "demo-model": ("ppd_ros.bench.demo_model", "shipped demo model vs constant/row/plane baselines on held-out scenes"),

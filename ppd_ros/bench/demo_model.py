@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 HELD_OUT_SEED = 1_000_000
-MAX_DEPTH_M = 80.0  # the official target clip; alignment and metrics ignore farther pixels
+from ppd_ros.constants import MAX_DEPTH_M  # noqa: E402 - the official target clip; farther pixels are ignored
 BASELINES = ("constant", "row gradient", "plane")
 
 
@@ -52,13 +52,11 @@ def valid_depth(depth: np.ndarray) -> np.ndarray:
 
 
 def align_log_depth(relative: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """Metric depth exp(a r + b) - 1 with (a, b) the least-squares fit of log(depth + 1) ~ a r + b
-    over :func:`valid_depth` pixels (minimum-norm solution: a constant ``r`` gets a = 0)."""
-    valid = valid_depth(depth) & np.isfinite(relative)
-    r = relative[valid].astype(np.float64)
-    design = np.stack([r, np.ones_like(r)], axis=1)
-    (scale, shift), *_ = np.linalg.lstsq(design, np.log1p(depth[valid].astype(np.float64)), rcond=None)
-    return np.maximum(np.expm1(scale * relative.astype(np.float64) + shift), 1e-6)
+    """Metric depth of ``relative`` after the least-squares fit of log(depth + 1) ~ a r + b over
+    :func:`valid_depth` pixels (a constant ``r`` gets a = 0: the best constant depth)."""
+    from ppd_ros.evaluation.metrics import align_log_depth as align
+
+    return align(relative, depth, valid_depth(depth))[0]
 
 
 def score(aligned: np.ndarray, depth: np.ndarray) -> FrameScore:
@@ -88,13 +86,11 @@ def baseline_relative(name: str, depth: np.ndarray) -> np.ndarray:
 
 
 def model_relative(estimator, rgb: np.ndarray) -> np.ndarray:
-    """The estimator's relative depth, resized (nearest) to the frame when it ran at another size."""
-    import cv2
+    """The backend's relative depth, resized (nearest) to the frame when it ran at another size."""
+    from ppd_ros.geometry.resize import resize_nearest
 
-    relative = estimator.predict(rgb).depth_numpy()
-    if relative.shape != rgb.shape[:2]:
-        relative = cv2.resize(relative, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
-    return relative
+    (output,) = estimator.push(rgb, None)
+    return resize_nearest(output.relative.float().cpu().numpy(), *rgb.shape[:2])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--steps", default="1,2,4,8", help="comma-separated sampler step counts of the model")
-    parser.add_argument("--model", default="ppd-demo", help="engine model name")
+    parser.add_argument("--model", default="ppd-demo", help="image model name")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="also write the table as JSON to this file")
 
@@ -110,11 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ppd_ros.engine import DepthEstimator
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.model_specs import model_spec
 
     torch.set_num_threads(args.threads)
     step_counts = [int(s) for s in str(args.steps).split(",")]
-    estimators = {f"{args.model} ({n} steps)": DepthEstimator.create(args.model, device="cpu", steps=n)
+    estimators = {f"{args.model} ({n} steps)": create_backend(model_spec(args.model),
+                                                              BackendOptions(device="cpu", steps=n))
                   for n in step_counts}
     scores: dict[str, list[FrameScore]] = {name: [] for name in (*estimators, *BASELINES)}
     seconds = {name: 0.0 for name in estimators}

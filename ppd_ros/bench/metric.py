@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ppd_ros.metric.alignment import (RobustFitConfig, apply_alignment, fit_log_depth, least_squares_scale_shift,
+from ppd_ros.metric.alignment import (RobustFitConfig, relative_to_metres, fit_log_depth, least_squares_scale_shift,
                                       valid_log_pairs)
 from ppd_ros.metric.sparse import LidarProjector, quaternion_to_matrix
 from ppd_ros.metric.temporal import ScaleShiftFilter, TemporalFilterConfig
@@ -138,10 +138,10 @@ def measure_accuracy(height: int = 192, width: int = 256, trials: int = 8, seed:
         valid = np.isfinite(sparse)
         ls_scale, ls_shift = least_squares_scale_shift(relative, np.log1p(np.where(valid, sparse, 0)), valid)
         oracle_scale, oracle_shift = least_squares_scale_shift(relative, np.log1p(depth), np.ones_like(depth))
-        sums += [abs_rel(apply_alignment(relative, dense_fit.scale, dense_fit.shift), depth),
-                 abs_rel(apply_alignment(relative, sparse_fit.scale, sparse_fit.shift), depth),
-                 abs_rel(apply_alignment(relative, ls_scale, ls_shift), depth),
-                 abs_rel(apply_alignment(relative, oracle_scale, oracle_shift), depth),
+        sums += [abs_rel(relative_to_metres(relative, dense_fit.scale, dense_fit.shift), depth),
+                 abs_rel(relative_to_metres(relative, sparse_fit.scale, sparse_fit.shift), depth),
+                 abs_rel(relative_to_metres(relative, ls_scale, ls_shift), depth),
+                 abs_rel(relative_to_metres(relative, oracle_scale, oracle_shift), depth),
                  valid_log_pairs(relative, sparse)[0].size]
     return AccuracyResult(*(sums / trials))
 

@@ -27,22 +27,25 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ppd_ros.engine import DepthEstimator, resolve_device
-    from ppd_ros.nets.dit import PPD_DIT_FULL, PixelDiT
-    from ppd_ros.nets.semantics import DA2_VITL, DA2SemanticEncoder
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.backends.torch_backend import TorchImageBackend
+    from ppd_ros.backends.torch_networks import full_size_image_networks
+    from ppd_ros.device import resolve_device
+    from ppd_ros.model_specs import model_spec
     from ppd_ros.weights import WeightsMissingError
 
     device = resolve_device(args.device)
+    options = BackendOptions(device=str(device), steps=args.steps, target_area=args.width * args.height,
+                             weights_dir=args.weights_dir)
     try:
-        estimator = DepthEstimator.create("ppd-da2", args.weights_dir, device, args.steps,
-                                          args.width * args.height)
+        estimator = create_backend(model_spec("ppd-da2"), options)
         source = "official weights"
     except WeightsMissingError:
         torch.manual_seed(0)
-        estimator = DepthEstimator(PixelDiT(**PPD_DIT_FULL), DA2SemanticEncoder(DA2_VITL), "ppd-da2 (random weights)",
-                                   device, args.steps, args.width * args.height)
+        dit, encoder = full_size_image_networks("cpu")
+        estimator = TorchImageBackend(dit, encoder, model_spec("ppd-da2"), options)
         source = "random full-size weights (official files absent; same compute)"
-    print(f"model: {estimator.model_name}, {source}; device {device}; rss after load {_peak_rss_gib():.2f} GiB")
+    print(f"model: {estimator.spec.name}, {source}; device {device}; rss after load {_peak_rss_gib():.2f} GiB")
     rgb = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
     h, w = estimator.inference_size(args.height, args.width)
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             estimator.dit(x, sem, t)
 
     step_s = timed(one_dit_step)
-    full_s = timed(lambda: estimator.predict(rgb))
+    full_s = timed(lambda: estimator.push(rgb, None))
     print(f"inference size {w}x{h}, {args.steps} steps, dtype {'bf16 autocast' if device.type == 'cuda' else 'fp32'}")
     print(f"one DiT evaluation (baseline): {step_s * 1000:.1f} ms")
     print(f"full predict (semantics + {args.steps} steps): {full_s * 1000:.1f} ms  = {full_s / step_s:.2f}x baseline")

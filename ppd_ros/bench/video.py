@@ -21,10 +21,9 @@ JITTER = 0.1  # per-frame depth scale of the reference row: uniform in [1 - JITT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ppd_ros.engine import MODEL_NAMES
-    from ppd_ros.video_engine import VIDEO_MODEL_NAMES
+    from ppd_ros.model_specs import IMAGE_MODEL_NAMES, VIDEO_MODEL_NAMES
 
-    parser.add_argument("--model", default="tiny-random", choices=MODEL_NAMES, help="image-mode model")
+    parser.add_argument("--model", default="tiny-random", choices=IMAGE_MODEL_NAMES, help="image-mode model")
     parser.add_argument("--video-model", default="tiny-random-video", choices=VIDEO_MODEL_NAMES)
     parser.add_argument("--strides", default="13,4", help="video strides S to compare (comma separated)")
     parser.add_argument("--frames", type=int, default=26, help="frames of camera motion")
@@ -53,12 +52,12 @@ def _render_sequence(args: argparse.Namespace):
     return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames]), poses, camera
 
 
-def _resize_nearest(depth, height: int, width: int):
-    import cv2
+def _backend(args, model: str, **options):
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.model_specs import model_spec
 
-    if depth.shape == (height, width):
-        return depth
-    return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+    return create_backend(model_spec(model), BackendOptions(device=args.device, steps=args.steps, seed=args.seed,
+                                                            weights_dir=args.weights_dir, **options))
 
 
 def _quality(relative, gt, poses, camera) -> dict:
@@ -78,23 +77,22 @@ def _run_image_mode(args, rgb, gt, poses, camera) -> dict:
 
     import numpy as np
 
-    from ppd_ros.engine import DepthEstimator
+    from ppd_ros.geometry.resize import resize_nearest
 
-    area = args.target_area or args.width * args.height
-    estimator = DepthEstimator.create(args.model, args.weights_dir, args.device, args.steps, area, args.seed)
-    estimator.predict(rgb[0])  # warm-up
+    backend = _backend(args, args.model, target_area=args.target_area or args.width * args.height)
+    backend.push(rgb[0], None)  # warm-up
     depths, seconds = [], []
     for frame in rgb:
         start = time.perf_counter()
-        prediction = estimator.predict(frame)
-        depth = prediction.depth_numpy()
+        (output,) = backend.push(frame, None)
+        depth = output.relative.float().cpu().numpy()
         seconds.append(time.perf_counter() - start)
-        depths.append(_resize_nearest(depth, *frame.shape[:2]))
+        depths.append(resize_nearest(depth, *frame.shape[:2]))
     total = float(np.sum(seconds))
     row = {"mode": f"image ({args.model})", "latency_frames": (0.0, 0), "windows": len(rgb),
            "latency_s": (float(np.mean(seconds)), float(np.max(seconds))),
-           "s_per_window": total / len(rgb), "fps": len(rgb) / total, "device": str(estimator.device),
-           "size": f"{prediction.size[1]}x{prediction.size[0]}"}
+           "s_per_window": total / len(rgb), "fps": len(rgb) / total, "device": str(backend.device),
+           "size": f"{output.size[1]}x{output.size[0]}"}
     row.update(_quality(np.stack(depths), gt, poses, camera))
     return row
 
@@ -102,32 +100,40 @@ def _run_image_mode(args, rgb, gt, poses, camera) -> dict:
 def _run_video_mode(args, stride: int, rgb, gt, poses, camera) -> dict:
     import numpy as np
 
-    from ppd_ros.video_engine import VideoDepthEstimator, WindowThroughput
+    import time
 
-    estimator = VideoDepthEstimator.create(args.video_model, args.weights_dir, args.device, stride,
-                                           args.steps, args.seed)
+    from ppd_ros.backends.torch_backend import WindowThroughput
+    from ppd_ros.geometry.resize import resize_nearest
+
+    backend = _backend(args, args.video_model, video_stride=stride)
     for frame in rgb[:stride + 3]:  # warm-up: one window
-        estimator.push(frame)
-    estimator.reset("warm-up", flush=False)
-    estimator.throughput = WindowThroughput()
+        backend.push(frame, None)
+    backend.reset(reason="warm-up")
+    backend.throughput = WindowThroughput()
 
-    results = []
+    results, pushed_at, emitted_at = [], {}, {}
     for i, frame in enumerate(rgb):
-        results += estimator.push(frame, tag=i)
-    results += estimator.flush()
+        pushed_at[i] = time.perf_counter()
+        out = backend.push(frame, i)
+        emitted_at.update({o.tag: time.perf_counter() for o in out})
+        results += out
+    out = backend.flush()
+    emitted_at.update({o.tag: time.perf_counter() for o in out})
+    results += out
     tags = [r.tag for r in results]
     if tags != list(range(len(rgb))):
         raise RuntimeError(f"video mode S={stride} emitted frames {tags}, expected each of 0..{len(rgb) - 1} once")
     frames_latency = np.array([r.latency_frames for r in results])
-    seconds_latency = np.array([r.latency_seconds for r in results])
-    throughput = estimator.throughput
-    size = estimator.window_size
+    seconds_latency = np.array([emitted_at[i] - pushed_at[i] for i in tags])
+    throughput = backend.throughput
+    size = backend.window_size
     row = {"mode": f"video S={stride} ({args.video_model})",
            "latency_frames": (float(frames_latency.mean()), int(frames_latency.max())),
            "latency_s": (float(seconds_latency.mean()), float(seconds_latency.max())),
            "windows": throughput.windows, "s_per_window": throughput.seconds_per_window,
-           "fps": throughput.frames_per_second, "device": str(estimator.device), "size": f"{size}x{size}"}
-    row.update(_quality(np.stack([r.depth for r in results]), gt, poses, camera))
+           "fps": throughput.frames_per_second, "device": str(backend.device), "size": f"{size}x{size}"}
+    depths = [resize_nearest(r.relative.float().cpu().numpy(), *rgb.shape[1:3]) for r in results]
+    row.update(_quality(np.stack(depths), gt, poses, camera))
     return row
 
 
@@ -136,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ppd_ros.engine import MODELS
-    from ppd_ros.video_engine import VIDEO_MODELS
+    from ppd_ros.model_specs import model_spec
 
     strides = [int(s) for s in str(args.strides).split(",") if s.strip()]
     start = time.perf_counter()
@@ -145,8 +150,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"sequence: {len(rgb)} frames {args.width}x{args.height} ({args.hold} still, then camera motion), "
           f"scene seed {args.scene_seed}, rendered in {time.perf_counter() - start:.1f} s; {args.steps} Euler steps")
 
-    random_names = [n for n, registry in ((args.model, MODELS), (args.video_model, VIDEO_MODELS))
-                    if registry[n] is None]
+    random_names = [n for n in (args.model, args.video_model) if model_spec(n).random_tiny]
     if random_names:
         print(RANDOM_WEIGHTS_NOTE.format(names=", ".join(random_names)))
 

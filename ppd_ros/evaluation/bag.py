@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ppd_ros.pipeline.pairing import nearest_within
+
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3", ".bag": "ros1"}
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 
@@ -251,7 +253,8 @@ def _scan_sqlite(file: Path, topics: set[str], store, log: ReadLog) -> Iterator[
 
 # ------------------------------------------------------------------------------- pairing
 class StampPairer:
-    """Pairs each image with the reference (GT) whose header stamp is nearest, within a tolerance.
+    """Pairs each image with the reference (GT) whose header stamp is nearest, within a tolerance
+    (the node's pairing rule, :func:`~ppd_ros.pipeline.pairing.nearest_within`).
 
     Streaming: images wait until a reference beyond ``stamp + tolerance`` arrives (or
     :meth:`finish`), so references may come before or after their image in the bag. References
@@ -281,12 +284,8 @@ class StampPairer:
         return self._ready(final=True)
 
     def _nearest(self, stamp: int):
-        best, best_gap = None, None
-        for ref_stamp, ref in self._references:
-            gap = abs(ref_stamp - stamp)
-            if gap <= self.tolerance_ns and (best_gap is None or gap < best_gap):
-                best, best_gap = ref, gap
-        return best
+        best = nearest_within(self._references, stamp, self.tolerance_ns)
+        return None if best is None else best[1]
 
     def _ready(self, final: bool) -> list[tuple[Any, Any]]:
         out = []

@@ -229,7 +229,7 @@ def evaluate_relative(relative: np.ndarray, sample: Sample, dataset: Dataset) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ppd_ros.cli import add_model_arguments
+    from ppd_ros.arguments import add_model_arguments
 
     parser.add_argument("dataset", choices=tuple(DATASETS))
     parser.add_argument("--data-root", required=True, help="folder with the dataset in its evaluation layout")
@@ -242,25 +242,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ppd_ros.engine import DepthEstimator
+    from ppd_ros.arguments import backend_from_args
 
     dataset = DATASETS[args.dataset]
-    estimator = DepthEstimator.create(args.model, args.weights_dir, args.device, args.steps, args.target_area,
-                                      args.seed)
+    backend = backend_from_args(args)
     lines = split_lines(dataset, Path(args.data_root), args.split_file)[: args.max_samples]
     rows = []
     started = time.perf_counter()
     for line in tqdm(lines, desc=f"ppd eval-benchmark {dataset.name}", unit="image"):
         sample = dataset.load(dataset, Path(args.data_root), line)
-        prediction = estimator.predict(sample.rgb)
-        abs_rel, d1 = evaluate_relative(prediction.depth_numpy(), sample, dataset)
+        (output,) = backend.push(sample.rgb, sample.name)
+        abs_rel, d1 = evaluate_relative(output.relative.float().cpu().numpy(), sample, dataset)
         rows.append(dict(sample=sample.name, abs_rel=abs_rel, delta1=d1, valid_pixels=int(sample.valid.sum()),
-                         seconds=prediction.seconds))
+                         seconds=output.model_seconds))
     wall = time.perf_counter() - started
     abs_rel = float(np.nanmean([r["abs_rel"] for r in rows])) if rows else math.nan
     d1 = float(np.nanmean([r["delta1"] for r in rows])) if rows else math.nan
     reference = PUBLISHED.get(args.model, {}).get(dataset.name)
-    summary = dict(dataset=dataset.name, model=args.model, steps=args.steps, target_area=estimator.target_area,
+    summary = dict(dataset=dataset.name, model=args.model, steps=args.steps, target_area=backend.target_area,
                    samples=len(rows), abs_rel_percent=100 * abs_rel, delta1_percent=100 * d1,
                    published_abs_rel_percent=reference[0] if reference else None,
                    published_delta1_percent=reference[1] if reference else None,

@@ -1,11 +1,13 @@
-"""`ppd eval-bag`: replay a recorded bag through the depth engine as fast as the hardware allows
-and measure the result against ground truth recorded in the same bag.
+"""`ppd eval-bag`: replay a recorded bag through the depth node's own pipeline and measure what the
+node would publish against ground truth recorded in the same bag.
 
-Per frame: decode -> inference -> alignment (log-space affine fit to the GT for relative models,
-or the MoGe-2 metric depth for ppd-moge2) -> organised cloud with flying pixels removed ->
-metrics (AbsRel, delta1, boundary F1, flying-pixel share near GT edges, temporal change error)
--> outputs (MCAP bag, CSV, markdown report with plots). Comparisons happen on the inference grid:
-the GT depth is resampled nearest (LiDAR GT is projected) onto it.
+The configuration is the node's (the parameter table: defaults, ``--params-file`` of the node,
+``-p name:=value``, and the model flags), and every frame goes through the same
+:class:`~ppd_ros.pipeline.FrameProcessor`: images pair with CameraInfo and metric references by
+the node's stamp rule, in bag order. The output bag therefore holds what the node publishes
+(byte for byte), and the metrics are computed on it: relative frames are aligned to the GT in
+log space first (the evaluation protocol for relative depth), metric frames are compared as they
+are. GT is compared on the output grid (depth resampled nearest, LiDAR projected).
 """
 from __future__ import annotations
 
@@ -26,14 +28,17 @@ from ppd_ros.msg_decode import (
     camera_info_to_model, compressed_depth_to_metres, compressed_to_rgb8, depth_image_msg_to_metres, image_to_rgb8,
     pointcloud2_xyz, stamp_ns,
 )
+from ppd_ros.parameters import ParameterError, default_values, read_params_file, validate
 
-STAGES = ("decode_s", "inference_s", "align_s", "cloud_s", "metrics_s", "write_s")
+STAGES = ("decode_s", "model_s", "metric_s", "geometry_s", "metrics_s", "write_s")
 SEQUENCE_SAMPLES_PER_FRAME = 2000
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ppd_ros.cli import add_model_arguments
-    from ppd_ros.engine import MODEL_NAMES
+    from ppd_ros.arguments import add_model_arguments
+    from ppd_ros.model_specs import IMAGE_MODEL_NAMES, VIDEO_MODEL_NAMES
 
     parser.add_argument("bag", help="rosbag2 folder (mcap or sqlite3), .mcap/.db3 file or ROS 1 .bag")
     parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage")
@@ -44,209 +49,175 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lidar-extrinsic", type=float, nargs=7, default=[0, 0, 0, 0, 0, 0, 1],
                         metavar=("X", "Y", "Z", "QX", "QY", "QZ", "QW"),
                         help="pose of the GT cloud's frame in the camera optical frame (default identity)")
-    parser.add_argument("--mode", choices=("image", "video"), default="image",
+    parser.add_argument("--metric-reference-topic", default=None,
+                        help="metric_source sparse: the reference topic in the bag (the node's "
+                             "metric_reference_type says whether it is a depth image or a cloud)")
+    parser.add_argument("--params-file", default=None, help="the depth node's ROS params YAML (node ppd_depth "
+                                                            "or /**): evaluate exactly that configuration")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="a node parameter, as `--ros-args -p` takes it (YAML value); repeatable")
+    parser.add_argument("--mode", choices=("image", "video"), default=None,
                         help="image: per-frame model; video: the streaming video model (PPVD)")
-    parser.add_argument("--video-stride", type=int, default=13, help="video mode: new frames per window (1..13)")
+    parser.add_argument("--video-stride", type=int, default=None, help="video mode: new frames per window (1..13)")
     parser.add_argument("--alignment", choices=("auto", "gt", "none"), default="auto",
-                        help="gt: per-frame log-space affine fit to the GT; none: the model's metric depth "
-                             "(ppd-moge2); auto: none for metric models, gt otherwise")
+                        help="gt: per-frame log-space affine fit to the GT before the metrics; none: the published "
+                             "depth as it is; auto: none for frames the node publishes as metric, gt otherwise")
     parser.add_argument("--stamp-tolerance", type=float, default=0.02, help="max |image - GT| stamp gap (s)")
     parser.add_argument("--min-depth", type=float, default=0.0, help="GT below this is invalid (m)")
     parser.add_argument("--max-depth", type=float, default=math.inf, help="GT at/above this is invalid (m)")
-    parser.add_argument("--rectified", action="store_true", help="images are rectified (use CameraInfo.P)")
+    parser.add_argument("--rectified", action="store_true", help="images are rectified (image_is_rectified)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--no-points", action="store_true", help="do not write point clouds to the output bag")
     parser.add_argument("--worst-frames", type=int, default=3, help="error maps of this many worst frames")
     parser.add_argument("--output", default=None, help="output folder (default: <bag>_eval beside the bag)")
-    add_model_arguments(parser, default=None, choices=MODEL_NAMES + video_model_names(),
-                        model_help="default: ppd-da2 (image mode), ppvd (video mode)")
+    add_model_arguments(parser, default=None, choices=IMAGE_MODEL_NAMES + VIDEO_MODEL_NAMES,
+                        model_help="default: the node's model (ppd-da2; video mode: ppvd)")
+    parser.set_defaults(steps=None, device=None, seed=None)
 
 
-def video_model_names() -> tuple[str, ...]:
-    """Names of the video engine's models (none when it is not installed)."""
+def node_config(args: argparse.Namespace):
+    """The node configuration this run evaluates: defaults < --params-file < flags < -p."""
+    import yaml
+
+    values = default_values()
+    if args.params_file:
+        values.update(read_params_file(args.params_file))
+    flags = {"mode": args.mode, "video_stride": args.video_stride, "steps": args.steps, "device": args.device,
+             "seed": args.seed, "target_area": args.target_area, "weights_dir": args.weights_dir}
+    values.update({name: value for name, value in flags.items() if value is not None})
+    if args.model is not None:
+        values["video_model" if args.model in _video_models() else "model"] = args.model
+        if args.model in _video_models() and args.mode is None:
+            values["mode"] = "video"
+    if args.rectified:
+        values["image_is_rectified"] = True
+    for item in args.param:
+        name, sep, text = item.partition(":=")
+        if not sep:
+            raise ValueError(f"-p {item!r}: expected NAME:=VALUE")
+        values[name.strip()] = yaml.safe_load(text)
+    unknown = sorted(set(values) - set(default_values()))
+    if unknown:
+        raise ValueError(f"unknown node parameter(s): {', '.join(unknown)}")
+    if values["metric_source"] == "sparse" and not args.metric_reference_topic:
+        raise ValueError("metric_source sparse needs --metric-reference-topic (the reference recorded in the bag)")
     try:
-        from ppd_ros.video_engine import VIDEO_MODEL_NAMES
-    except ImportError:
-        return ()
-    return tuple(VIDEO_MODEL_NAMES)
+        return validate(values)
+    except ParameterError as error:
+        raise ValueError("; ".join(error.problems)) from error
 
 
-# ------------------------------------------------------------------------------- predictors
-class ImagePredictor:
-    """Per-frame model: every pushed frame comes straight back with its depth."""
+def _video_models() -> tuple[str, ...]:
+    from ppd_ros.model_specs import VIDEO_MODEL_NAMES
 
-    def __init__(self, estimator):
-        self.estimator = estimator
-        self.is_metric = estimator.is_metric
-
-    def push(self, rgb: np.ndarray, tag) -> list[tuple[object, np.ndarray, float, object]]:
-        """-> [(tag, relative depth (h, w), inference seconds, MoGe-2 metric geometry or None)]"""
-        prediction = self.estimator.predict(rgb)
-        return [(tag, prediction.depth_numpy(), prediction.seconds, prediction.metric)]
-
-    def flush(self) -> list:
-        return []
+    return VIDEO_MODEL_NAMES
 
 
-class VideoPredictor:
-    """The causal video model (:class:`ppd_ros.video_engine.VideoDepthEstimator`): frames come
-    back once their window ran; the inference time of a window is shared equally by the frames
-    it emits."""
-
-    is_metric = False
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-
-    @classmethod
-    def create(cls, args) -> "VideoPredictor":
-        try:
-            from ppd_ros.video_engine import VideoDepthEstimator
-        except ImportError as error:
-            raise ValueError(f"--mode video needs the video engine (ppd_ros.video_engine): {error}") from error
-        return cls(VideoDepthEstimator.create(args.model, args.weights_dir, args.device, args.video_stride,
-                                              args.steps, args.seed))
-
-    def _timed(self, call) -> list:
-        start = time.perf_counter()
-        outputs = call()
-        share = (time.perf_counter() - start) / max(len(outputs), 1)
-        return [(out.tag, np.asarray(out.depth, dtype=np.float32), share, None) for out in outputs]
-
-    def push(self, rgb: np.ndarray, tag) -> list:
-        return self._timed(lambda: self.estimator.push(rgb, tag))
-
-    def flush(self) -> list:
-        return self._timed(self.estimator.flush)
+def check_topic_types(topics: dict[str, str], wanted: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    """``wanted``: role -> (topic, accepted types). One clear line for a missing or mistyped topic."""
+    for role, (topic, types) in wanted.items():
+        if topic not in topics:
+            raise ValueError(f"{role} topic {topic!r} is not in the bag; topics: {', '.join(sorted(topics))}")
+        if topics[topic] not in types:
+            raise ValueError(f"{role} topic {topic!r} has type {topics[topic]}, expected {' or '.join(types)}")
 
 
-# ------------------------------------------------------------------------------- frame state
+# ------------------------------------------------------------------------------- per-frame evaluation
 @dataclass
-class PendingFrame:
-    index: int
-    stamp: int
-    frame_id: str
-    rgb: np.ndarray
-    camera: object  # CameraModel or None
+class GroundTruth:
+    kind: str  # "depth" (metres, any resolution) | "points" (N, 3)
+    data: np.ndarray
     decode_s: float
-    gt: object = None  # (kind, array): ("depth", metres) or ("points", xyz)
-    gt_decode_s: float = 0.0
 
 
 class Evaluation:
-    """Per-frame processing and accumulated results of one run."""
+    """Metrics and outputs of one run, frame by frame, from the pipeline's results."""
 
-    def __init__(self, args, predictor, out_dir: Path):
+    def __init__(self, args, config, out_dir: Path):
         self.args = args
-        self.predictor = predictor
-        self.alignment = args.alignment if args.alignment != "auto" else ("none" if predictor.is_metric else "gt")
+        self.config = config
         self.out_bag = OutputBag(out_dir / "depth.mcap", with_points=not args.no_points)
         self.rows: list[dict] = []
         self.worst = WorstFrames(args.worst_frames)
-        self.previous = None  # (metric depth, gt, valid) of the last frame
+        self.previous = None  # (evaluated depth, gt, valid) of the last frame
         self.sequence_samples: list[tuple[np.ndarray, np.ndarray]] = []
         self.rng = np.random.default_rng(0)
         self.notes: set[str] = set()
-        self.pending: dict[int, PendingFrame] = {}
+        self.frames_seen = 0
         if args.gt_points_topic:
             from ppd_ros.metric.sparse import LidarProjector
 
             extrinsic = args.lidar_extrinsic
             self.projector = LidarProjector(extrinsic[:3], extrinsic[3:])
 
-    def submit(self, frame: PendingFrame) -> None:
-        """Run the model on a frame (with its GT attached) and finish whatever came back."""
-        self.pending[frame.index] = frame
-        for tag, relative, seconds, metric in self.predictor.push(frame.rgb, frame.index):
-            self.finish(self.pending.pop(tag), relative, seconds, metric)
+    def _gt_on_grid(self, gt: GroundTruth | None, camera, h: int, w: int) -> np.ndarray | None:
+        from ppd_ros.geometry.resize import resize_nearest
 
-    def flush(self) -> None:
-        for tag, relative, seconds, metric in self.predictor.flush():
-            self.finish(self.pending.pop(tag), relative, seconds, metric)
-
-    def _gt_on_grid(self, frame: PendingFrame, camera, h: int, w: int) -> np.ndarray | None:
-        from ppd_ros.metric.sparse import resample_nearest
-
-        if frame.gt is None:
+        if gt is None:
             return None
-        kind, data = frame.gt
-        if kind == "depth":
-            return resample_nearest(data, h, w).astype(np.float32)
+        if gt.kind == "depth":
+            return resize_nearest(gt.data.astype(np.float32), h, w)
         if camera is None:
             self.notes.add("GT points need --camera-info-topic to be projected; frames without it have no GT")
             return None
-        return self.projector.project(data, camera.K, h, w)
+        return self.projector.project(gt.data, camera.K, h, w)
 
-    def _align(self, relative, gt, valid, metric) -> tuple[np.ndarray | None, float, float, float, str]:
-        """(metric depth or None, scale, shift, fit residual, source)."""
-        from ppd_ros.metric.alignment import apply_alignment, fit_log_depth
+    def _evaluated_depth(self, result, gt, valid) -> tuple[np.ndarray | None, str]:
+        """(depth the metrics see, how it was obtained)."""
+        use_published = (self.args.alignment == "none" or
+                         (self.args.alignment == "auto" and result.record.is_metric))
+        if use_published:
+            if not result.record.is_metric:
+                self.notes.add("alignment none on a relative frame: its depth is the fixed relative mapping")
+            return result.depth, "published"
+        if gt is None or valid.sum() < 2:
+            return None, "none"
+        return M.align_log_depth(result.relative, gt, valid)[0], "gt-aligned"
 
-        if self.alignment == "gt":
-            if gt is None or valid.sum() < 2:
-                return None, math.nan, math.nan, math.nan, "none"
-            depth, scale, shift = M.align_log_depth(relative, gt, valid)
-            residual = float(np.sqrt(np.mean((scale * relative[valid] + shift - np.log1p(gt[valid])) ** 2)))
-            return depth, scale, shift, residual, "gt"
-        if metric is None:
-            self.notes.add("alignment none needs a metric model (ppd-moge2); depth stays relative")
-            return None, math.nan, math.nan, math.nan, "none"
-        fit = fit_log_depth(relative, metric.depth.float().cpu().numpy(), metric.mask.cpu().numpy())
-        if not fit.ok:
-            return None, math.nan, math.nan, math.nan, "none"
-        return apply_alignment(relative, fit.scale, fit.shift), fit.scale, fit.shift, fit.residual, "moge2"
-
-    def finish(self, frame: PendingFrame, relative: np.ndarray, inference_s: float, metric) -> None:
-        from ppd_ros.geometry.cloud import depth_to_cloud
-
-        h, w = relative.shape
-        camera = frame.camera.scaled_to(w, h) if frame.camera is not None else None
+    def finish(self, result, gt: GroundTruth | None) -> None:
+        """Metrics of one pipeline result (with its paired GT, if any) and the output bag."""
+        index = self.frames_seen
+        self.frames_seen += 1
+        h, w = result.depth.shape
         start = time.perf_counter()
-        gt = self._gt_on_grid(frame, camera, h, w)
-        valid = (M.gt_valid_mask(gt, min_depth=self.args.min_depth, max_depth=self.args.max_depth)
-                 if gt is not None else np.zeros((h, w), bool))
-        depth, scale, shift, residual, source = self._align(relative, gt, valid, metric)
-        align_s = time.perf_counter() - start
-
-        start = time.perf_counter()
-        cloud = cloud_depth = None
-        if camera is not None and depth is not None:
-            cloud, _counts = depth_to_cloud(depth, camera, frame.rgb)
-            cloud_depth = cloud["z"].astype(np.float32)
-        elif camera is None:
-            self.notes.add("no CameraInfo: no point clouds and no flying-pixel share")
-        cloud_s = time.perf_counter() - start
-
-        start = time.perf_counter()
-        result = M.FrameMetrics()
-        if depth is not None and gt is not None and valid.any():
-            result = M.depth_metrics(depth, gt, valid)
-            if cloud_depth is not None:
-                result.flying_share, result.edge_points = M.flying_pixel_share(cloud_depth, gt, valid)
+        grid = self._gt_on_grid(gt, result.camera, h, w)
+        valid = (M.gt_valid_mask(grid, min_depth=self.args.min_depth, max_depth=self.args.max_depth)
+                 if grid is not None else np.zeros((h, w), bool))
+        depth, evaluated = self._evaluated_depth(result, grid, valid)
+        frame = M.FrameMetrics()
+        if depth is not None and grid is not None and valid.any():
+            frame = M.depth_metrics(depth, grid, valid)
+            if result.cloud is not None and result.cloud.shape == depth.shape:
+                kept = np.isfinite(result.cloud["z"])
+                frame.flying_share, frame.edge_points = M.flying_pixel_share(np.where(kept, depth, np.nan), grid, valid)
             if self.previous is not None and self.previous[0].shape == depth.shape:
-                result.temporal_error = M.temporal_change_error(depth, gt, valid, *self.previous)
-            self.previous = (depth, gt, valid)
-            self._sample_sequence(relative, gt, valid)
-            self.worst.offer(result.abs_rel, frame.index, frame.rgb, depth, np.where(valid, gt, np.nan))
+                frame.temporal_error = M.temporal_change_error(depth, grid, valid, *self.previous)
+            self.previous = (depth, grid, valid)
+            self._sample_sequence(result.relative, grid, valid)
+            self.worst.offer(frame.abs_rel, index, result.input.rgb, depth, np.where(valid, grid, np.nan))
+        elif result.camera is None:
+            self.notes.add("no CameraInfo: no point clouds and no flying-pixel share")
         metrics_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        published = depth if depth is not None else relative
-        record = dict(is_metric=depth is not None, metric_source=source,
-                      scale=_f32(scale), shift=_f32(shift), fit_residual=_f32(residual),
-                      model=self.args.model, steps=self.args.steps, inference_time=float(inference_s),
-                      latency=0.0, dropped_frames=0, skipped_frames=0)
-        self.out_bag.write(frame.stamp, frame.frame_id, published, camera, cloud, record)
+        record = result.record
+        self.out_bag.write(result.input.stamp_ns, result.input.tag, result.depth, result.camera,
+                           result.cloud, dict(
+                               is_metric=record.is_metric, metric_source=record.metric_source,
+                               scale=_f32(record.scale), shift=_f32(record.shift),
+                               fit_residual=_f32(record.fit_residual), model=record.model, steps=record.steps,
+                               inference_time=_f32(record.inference_time), latency=0.0, dropped_frames=0,
+                               skipped_frames=0))
         write_s = time.perf_counter() - start
-
-        timings = dict(decode_s=frame.decode_s + frame.gt_decode_s, inference_s=inference_s, align_s=align_s,
-                       cloud_s=cloud_s, metrics_s=metrics_s, write_s=write_s)
+        timings = {f"{stage}_s": result.timings.get(stage, 0.0) for stage in ("decode", "model", "metric", "geometry")}
+        timings["decode_s"] += gt.decode_s if gt is not None else 0.0
+        timings.update(metrics_s=metrics_s, write_s=write_s)
         self.rows.append(dict(
-            frame=frame.index, stamp_ns=frame.stamp, has_gt=gt is not None, metric_source=source,
-            abs_rel=result.abs_rel, delta1=result.delta1, boundary_f1=result.boundary_f1,
-            flying_share=result.flying_share, edge_points=result.edge_points,
-            temporal_error=result.temporal_error, valid_pixels=result.valid_pixels,
-            scale=scale, shift=shift, **timings, total_s=sum(timings.values()),
-        ))
+            frame=index, stamp_ns=result.input.stamp_ns, has_gt=grid is not None, depth_kind=result.depth_kind,
+            evaluated=evaluated, fit_status=record.fit_status, abs_rel=frame.abs_rel, delta1=frame.delta1,
+            boundary_f1=frame.boundary_f1, flying_share=frame.flying_share, edge_points=frame.edge_points,
+            temporal_error=frame.temporal_error, valid_pixels=frame.valid_pixels, scale=record.scale,
+            shift=record.shift, latency_frames=record.latency_frames, **timings, total_s=sum(timings.values())))
 
     def _sample_sequence(self, relative, gt, valid) -> None:
         index = np.flatnonzero(valid)
@@ -257,7 +228,7 @@ class Evaluation:
     def sequence_metrics(self) -> tuple[float, float]:
         """AbsRel and delta1 with ONE log-space alignment for the whole run (on sampled pixels):
         how consistent the relative depth is across frames."""
-        if self.alignment != "gt" or not self.sequence_samples:
+        if not self.sequence_samples:
             return math.nan, math.nan
         relative = np.concatenate([r for r, _ in self.sequence_samples])[None]
         gt = np.concatenate([g for _, g in self.sequence_samples])[None]
@@ -280,85 +251,121 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 # ------------------------------------------------------------------------------- run
-def decode_gt(message, kind: str):
+def decode_gt(message, kind: str) -> GroundTruth:
+    start = time.perf_counter()
     if kind == "points":
-        return ("points", pointcloud2_xyz(message.msg))
-    if message.msgtype.endswith("CompressedImage"):
-        return ("depth", compressed_depth_to_metres(message.msg))
-    return ("depth", depth_image_msg_to_metres(message.msg))
+        data = pointcloud2_xyz(message.msg)
+    elif message.msgtype.endswith("CompressedImage"):
+        data = compressed_depth_to_metres(message.msg)
+    else:
+        data = depth_image_msg_to_metres(message.msg)
+    return GroundTruth(kind, data, time.perf_counter() - start)
+
+
+def decode_reference(message, stamp: int):
+    from ppd_ros.pipeline import MetricReference
+
+    if message.msgtype == CLOUD_TYPE:
+        return MetricReference(stamp, points=pointcloud2_xyz(message.msg))
+    return MetricReference(stamp, depth=depth_image_msg_to_metres(message.msg))
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.model_specs import model_spec
+    from ppd_ros.pipeline import CLOUD, FrameInput, FrameProcessor, FrameRejected, StampedBuffer
+
     bag = Path(args.bag)
+    if not bag.exists():
+        raise FileNotFoundError(f"no such bag: {bag}")
+    config = node_config(args)
+    topics = list_topics(bag)
+    gt_topic = args.gt_depth_topic or args.gt_points_topic
+    if topics:
+        wanted_types = {"image": (args.image_topic, IMAGE_TYPES)}
+        if args.camera_info_topic:
+            wanted_types["camera_info"] = (args.camera_info_topic, ("sensor_msgs/msg/CameraInfo",))
+        if args.gt_depth_topic:
+            wanted_types["GT depth"] = (args.gt_depth_topic, IMAGE_TYPES)
+        if args.gt_points_topic:
+            wanted_types["GT points"] = (args.gt_points_topic, (CLOUD_TYPE,))
+        if args.metric_reference_topic:
+            reference_type = ("sensor_msgs/msg/Image",) if config.metric_reference_type == "depth_image" else (CLOUD_TYPE,)
+            wanted_types["metric reference"] = (args.metric_reference_topic, reference_type)
+        check_topic_types(topics, wanted_types)
     out_dir = Path(args.output) if args.output else bag.parent / f"{bag.stem}_eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    topics = list_topics(bag)
-    if topics and args.image_topic not in topics:
-        raise ValueError(f"image topic {args.image_topic!r} not in the bag; topics: {', '.join(sorted(topics))}")
 
-    if args.model is None:
-        args.model = "ppvd" if args.mode == "video" else "ppd-da2"
-    if args.mode == "video":
-        predictor = VideoPredictor.create(args)
-        model_note = f"video model, stride {args.video_stride}"
-    else:
-        from ppd_ros.engine import DepthEstimator
-
-        predictor = ImagePredictor(DepthEstimator.create(args.model, args.weights_dir, args.device, args.steps,
-                                                         args.target_area, args.seed))
-        model_note = f"image model on {predictor.estimator.device}"
-    gt_topic = args.gt_depth_topic or args.gt_points_topic
-    gt_kind = "points" if args.gt_points_topic else "depth"
-    wanted = {args.image_topic} | {t for t in (args.camera_info_topic, gt_topic) if t}
-
-    evaluation = Evaluation(args, predictor, out_dir)
+    options = BackendOptions(device=config.device, steps=config.steps, target_area=config.target_area or None,
+                             seed=config.seed, weights_dir=config.weights_dir or None,
+                             video_stride=config.video_stride, video_channel_order=config.video_channel_order)
+    backend = create_backend(model_spec(config.model_name), options, backend=config.backend)
+    processor = FrameProcessor(backend, config)
+    wanted_outputs = () if args.no_points else (CLOUD,)
+    evaluation = Evaluation(args, config, out_dir)
     log = ReadLog(str(bag))
     pairer = StampPairer(int(args.stamp_tolerance * 1e9), expect_references=gt_topic is not None)
-    camera = None
+    infos, references = StampedBuffer(), StampedBuffer(capacity=32)
     images_seen = 0
+    skipped = {"decode": 0, "rejected": 0}
     started = time.perf_counter()
     progress = tqdm(desc="ppd eval-bag", unit="frame")
 
-    def process(pairs) -> None:
-        for frame, gt in pairs:
-            if gt is not None:
-                frame.gt, frame.gt_decode_s = gt
-            evaluation.submit(frame)
+    def evaluate(pairs) -> None:
+        for result, gt in pairs:
+            evaluation.finish(result, gt)
             progress.update(1)
 
+    def pipeline(results) -> None:
+        for result in results:
+            evaluate(pairer.add_image(result.input.stamp_ns, result))
+
+    wanted_topics = {args.image_topic} | {t for t in (args.camera_info_topic, gt_topic, args.metric_reference_topic)
+                                          if t}
     try:
-        for message in read_messages(bag, wanted, log):
+        for message in read_messages(bag, wanted_topics, log):
             if (args.max_frames is not None and images_seen >= args.max_frames
                     and message.topic == args.image_topic):
                 break  # stop at the first image past the limit: GT of earlier images may still come
+            stamp = stamp_ns(message.msg)
             try:
                 if message.topic == args.camera_info_topic:
-                    camera = camera_info_to_model(message.msg, rectified=args.rectified)
+                    infos.add(stamp, message.msg)
+                elif message.topic == args.metric_reference_topic:
+                    references.add(stamp, decode_reference(message, stamp))
                 elif message.topic == args.image_topic:
+                    images_seen += 1
                     start = time.perf_counter()
                     compressed = message.msgtype.endswith("CompressedImage")
                     rgb = compressed_to_rgb8(message.msg) if compressed else image_to_rgb8(message.msg)
-                    frame = PendingFrame(images_seen, stamp_ns(message.msg), message.msg.header.frame_id, rgb,
-                                         camera, time.perf_counter() - start)
-                    images_seen += 1
-                    process(pairer.add_image(frame.stamp, frame))
+                    decode_s = time.perf_counter() - start
+                    info = infos.nearest(stamp, config.sync_tolerance)
+                    camera = camera_info_to_model(info, rectified=config.image_is_rectified) if info else None
+                    reference = (references.nearest(stamp, config.metric_reference_tolerance, take=True)
+                                 if config.metric_source == "sparse" else None)
+                    frame = FrameInput(rgb, stamp, camera, reference, tag=message.msg.header.frame_id,
+                                       decode_seconds=decode_s)
+                    pipeline(processor.submit(frame, wanted_outputs))
                 elif message.topic == gt_topic:
-                    start = time.perf_counter()
-                    gt = decode_gt(message, gt_kind)
-                    process(pairer.add_reference(stamp_ns(message.msg), (gt, time.perf_counter() - start)))
-            except ValueError as error:
-                log.skip(f"{message.topic} @ {message.log_time_ns}: {error}")
-        process(pairer.finish())
-        evaluation.flush()
+                    gt = decode_gt(message, "points" if args.gt_points_topic else "depth")
+                    evaluate(pairer.add_reference(stamp, gt))
+            except FrameRejected as error:
+                skipped["rejected"] += 1
+                log.skip(f"{message.topic} @ {message.log_time_ns}: frame rejected as the node would: {error}")
+            except Exception as error:  # noqa: BLE001 - a bad message is skipped and counted, the run goes on
+                skipped["decode"] += 1
+                log.skip(f"{message.topic} @ {message.log_time_ns}: {type(error).__name__}: {error}")
+        pipeline(processor.flush())
+        evaluate(pairer.finish())
     finally:
         progress.close()
         evaluation.close()
     wall = time.perf_counter() - started
 
     write_csv(evaluation.rows, out_dir / "frames.csv")
-    write_report(out_dir, args, evaluation, log, wall, model_note)
+    write_report(out_dir, args, config, evaluation, log, wall, skipped)
     print(f"evaluated {len(evaluation.rows)} frames in {wall:.1f} s -> {out_dir}")
     print(f"  AbsRel {_mean(evaluation.rows, 'abs_rel'):.4f}  delta1 {_mean(evaluation.rows, 'delta1'):.4f}  "
           f"boundary F1 {_mean(evaluation.rows, 'boundary_f1'):.4f}")
@@ -367,12 +374,16 @@ def run(args: argparse.Namespace) -> int:
     return 0 if evaluation.rows else 1
 
 
-def write_report(out_dir: Path, args, evaluation: Evaluation, log: ReadLog, wall: float, model_note: str) -> None:
+def write_report(out_dir: Path, args, config, evaluation: Evaluation, log: ReadLog, wall: float,
+                 skipped: dict) -> None:
     rows = evaluation.rows
     sequence_abs_rel, sequence_delta1 = evaluation.sequence_metrics()
     with_gt = sum(1 for row in rows if row["has_gt"])
+    metric_frames = sum(1 for row in rows if row["depth_kind"] == "metric")
     summary = [
         ("frames evaluated", len(rows)), ("frames with GT", with_gt),
+        ("frames published as metric", metric_frames),
+        ("frames skipped (bad message / rejected like the node)", f"{skipped['decode']} / {skipped['rejected']}"),
         ("AbsRel (mean of frames)", _mean(rows, "abs_rel")), ("delta1 (mean of frames)", _mean(rows, "delta1")),
         ("depth-boundary F1", _mean(rows, "boundary_f1")),
         ("flying-pixel share near GT edges", _mean(rows, "flying_share")),
@@ -395,9 +406,9 @@ def write_report(out_dir: Path, args, evaluation: Evaluation, log: ReadLog, wall
                    out_dir / "latency_histogram.png")
     worst_lines = []
     for snapshot in evaluation.worst.worst_first():
-        name = f"worst_frame_{snapshot.index:06d}.png"
         import cv2
 
+        name = f"worst_frame_{snapshot.index:06d}.png"
         cv2.imwrite(str(out_dir / name), error_map_image(snapshot))
         worst_lines.append(f"Frame {snapshot.index}: AbsRel {snapshot.score:.4f}\n\n![frame {snapshot.index}]({name})\n")
 
@@ -411,9 +422,11 @@ def write_report(out_dir: Path, args, evaluation: Evaluation, log: ReadLog, wall
         reading.append(f"- ... and {len(log.skipped) - 50} more skipped")
     run_lines = [f"- bag: `{args.bag}`", f"- image topic: `{args.image_topic}`",
                  f"- GT: `{args.gt_depth_topic or args.gt_points_topic or 'none'}`",
-                 f"- model: {args.model} ({model_note}), {args.steps} steps, mode {args.mode}",
-                 f"- alignment: {evaluation.alignment}", f"- wall time: {wall:.1f} s"]
-    if args.model.startswith("tiny-random"):
+                 f"- model: {config.model_name}, {config.steps} steps, mode {config.mode}, "
+                 f"metric source {config.metric_source}, output resolution {config.output_resolution}",
+                 f"- the node's configuration: {config.depth_kind_note}",
+                 f"- alignment for the metrics: {args.alignment}", f"- wall time: {wall:.1f} s"]
+    if config.model_name.startswith("tiny-random"):
         run_lines.append("- **tiny-random is an untrained smoke-test network: its numbers are not depth quality.**")
     run_lines += [f"- note: {note}" for note in sorted(evaluation.notes)]
     write_markdown(out_dir / "report.md", "ppd eval-bag report", [
@@ -421,6 +434,7 @@ def write_report(out_dir: Path, args, evaluation: Evaluation, log: ReadLog, wall
         ("Latency", table(latency)),
         ("Plots", ["![metrics over time](metrics_over_time.png)", "", "![latency](latency_histogram.png)"]),
         ("Worst frames", worst_lines or ["no frame had GT"]),
-        ("Outputs", ["- `depth.mcap`: /ppd/depth, /ppd/depth/camera_info, /ppd/points, /ppd/depth_frame",
-                     "- `frames.csv`: per-frame metrics and stage latencies"]),
+        ("Outputs", ["- `depth.mcap`: what the node publishes for these frames: /ppd/depth, "
+                     "/ppd/depth/camera_info, /ppd/points, /ppd/depth_frame",
+                     "- `frames.csv`: per-frame metrics, the record fields and stage latencies"]),
     ])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ppd_ros.metric.alignment import apply_alignment, least_squares_scale_shift
+from ppd_ros.metric.alignment import relative_to_metres, least_squares_scale_shift
 
 DELTA1_THRESHOLD = 1.25
 # Depth-boundary F1 (as in Depth Pro): occluding contours at neighbour depth ratios 1.05..1.25,
@@ -34,18 +34,20 @@ def gt_valid_mask(gt: np.ndarray, mask: np.ndarray | None = None, min_depth: flo
 
 
 def align_log_depth(relative: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(metric depth, scale, shift): least squares ``log(gt + 1) ~ scale * relative + shift`` on
-    ``valid`` pixels, applied to every pixel. Scale 1 / shift 0 when the fit is singular."""
-    target = np.where(valid, np.log1p(np.where(valid, gt, 0.0)), 0.0)
+    """(metric depth, scale, shift): least squares ``log(gt + 1) ~ scale * relative + shift`` (float64)
+    on ``valid`` pixels where ``relative`` is finite, applied to every pixel (NaN = no depth). A
+    constant prediction gets the best constant depth; no valid pixel gives scale 1, shift 0."""
     usable = valid & np.isfinite(relative)
+    target = np.log1p(np.where(usable, gt, 0.0).astype(np.float64))
     prediction = np.where(usable, relative, 0.0)
-    scale, shift = least_squares_scale_shift(prediction, target, usable)
-    return apply_alignment(relative, scale, shift), scale, shift
+    scale, shift = least_squares_scale_shift(prediction, target, usable, dtype=np.float64)
+    return relative_to_metres(relative, scale, shift), scale, shift
 
 
 def abs_rel(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
-    """Mean of |pred - gt| / gt over valid pixels (NaN when none)."""
-    p, g = pred[valid].astype(np.float64), gt[valid].astype(np.float64)
+    """Mean of |pred - gt| / gt over valid pixels (NaN when none). A pixel without predicted depth
+    (NaN) counts as depth 0, error 1."""
+    p, g = np.nan_to_num(pred[valid].astype(np.float64), nan=0.0), gt[valid].astype(np.float64)
     if g.size == 0:
         return math.nan
     return float(np.mean(np.abs(p - g) / g))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ppd_ros.constants import DEFAULT_MAX_GRAZING_ANGLE_DEG, DEFAULT_MAX_RELATIVE_JUMP
 from ppd_ros.geometry.camera import CameraModel
 
 # PointCloud2 layout: x, y, z, rgb as float32 (rgb carries the bits 0x00RRGGBB).
@@ -28,8 +29,6 @@ POINT_STEP = 16
 # (name, byte offset) of each PointCloud2 field; all are FLOAT32 (PointField datatype 7), count 1.
 POINT_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))
 
-DEFAULT_MAX_RELATIVE_JUMP = 0.03
-DEFAULT_MAX_GRAZING_ANGLE_DEG = 84.0
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Metric depth from PPD's relative log-depth: robust alignment to metric references (dense,
 sparse depth images, LiDAR clouds, fixed), and a temporal filter that keeps the scale still.
 ROS-free."""
-from ppd_ros.metric.alignment import (AlignmentFit, FitStatus, RobustFitConfig, apply_alignment, fit_log_depth,
+from ppd_ros.metric.alignment import (AlignmentFit, FitStatus, RobustFitConfig, relative_to_metres, fit_log_depth,
                                       fixed_fit, least_squares_scale_shift)
 from ppd_ros.metric.sparse import LidarProjector, depth_image_to_metres, quaternion_to_matrix, resample_nearest
 from ppd_ros.metric.temporal import (AlignedFrame, FilteredScaleShift, ScaleShiftFilter, StableAlignment,
@@ -9,6 +9,6 @@ from ppd_ros.metric.temporal import (AlignedFrame, FilteredScaleShift, ScaleShif
 
 __all__ = [
     "AlignedFrame", "AlignmentFit", "FilteredScaleShift", "FitStatus", "LidarProjector", "RobustFitConfig",
-    "ScaleShiftFilter", "StableAlignment", "TemporalFilterConfig", "apply_alignment", "depth_image_to_metres",
+    "ScaleShiftFilter", "StableAlignment", "TemporalFilterConfig", "relative_to_metres", "depth_image_to_metres",
     "fit_log_depth", "fixed_fit", "least_squares_scale_shift", "quaternion_to_matrix", "resample_nearest",
 ]

@@ -76,15 +76,19 @@ def to_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def least_squares_scale_shift(prediction, target, mask) -> tuple[float, float]:
-    """Plain least squares ``target ~ scale * prediction + shift`` over every masked element.
+def least_squares_scale_shift(prediction, target, mask=None, dtype=np.float32) -> tuple[float, float]:
+    """Plain least squares ``target ~ scale * prediction + shift`` over every masked element (all
+    elements without a mask). The one least-squares fit of ppd_ros (evaluation, benchmarks, video
+    window chaining).
 
-    Same arithmetic as the official video chaining (float32 normal equations over all elements at
-    once); returns (1, 0) when the system is singular (empty mask, constant prediction).
+    By default the same arithmetic as the official code (float32 normal equations over all
+    elements at once, golden ``align.ssf``); evaluation passes ``dtype=np.float64`` for exact fits.
+    An empty mask gives (1, 0) as there. A constant prediction gives
+    (0, mean target), the best constant (the official code returns (1, 0) there too).
     """
-    p = to_numpy(prediction).astype(np.float32)
-    t = to_numpy(target).astype(np.float32)
-    m = to_numpy(mask).astype(np.float32)
+    p = to_numpy(prediction).astype(dtype)
+    t = to_numpy(target).astype(dtype)
+    m = np.ones_like(p) if mask is None else to_numpy(mask).astype(dtype)
     a00 = np.sum(m * p * p)
     a01 = np.sum(m * p)
     a11 = np.sum(m)
@@ -92,7 +96,7 @@ def least_squares_scale_shift(prediction, target, mask) -> tuple[float, float]:
     b1 = np.sum(m * t)
     det = a00 * a11 - a01 * a01
     if det == 0:
-        return 1.0, 0.0
+        return (0.0, float(b1 / a11)) if a11 > 0 else (1.0, 0.0)
     return float((a11 * b0 - a01 * b1) / det), float((-a01 * b0 + a00 * b1) / det)
 
 
@@ -209,15 +213,21 @@ def fit_log_depth(relative, reference_depth, mask=None, *, fallback: tuple[float
     return AlignmentFit(scale, shift, FitStatus.OK, residual, inlier_ratio, n, scale, shift)
 
 
-def apply_alignment(relative, scale: float, shift: float):
-    """Metric depth ``exp(scale * relative + shift) - 1``, clamped at 0; NaN stays NaN.
+def relative_to_metres(relative, scale: float, shift: float):
+    """Metres from PPD's relative log-depth: ``exp(scale * relative + shift) - 1``, NaN where that
+    is not a positive finite depth (REP 117: NaN = no depth). The one such conversion in ppd_ros.
 
-    numpy in, float32 numpy out; a torch tensor stays a torch tensor on its device.
+    numpy in, numpy out (float64 stays float64, anything else is float32); a torch tensor stays a
+    float32 torch tensor on its device.
     """
     if hasattr(relative, "detach"):
         import torch
 
-        return torch.clamp(torch.expm1(relative.float() * scale + shift), min=0.0)
-    r = np.asarray(relative, dtype=np.float32)
-    with np.errstate(over="ignore"):
-        return np.maximum(np.expm1(r * np.float32(scale) + np.float32(shift)), np.float32(0.0))
+        depth = torch.expm1(relative.float() * scale + shift)
+        return torch.where((depth > 0) & (depth < math.inf), depth, torch.full_like(depth, math.nan))
+    dtype = np.float64 if np.asarray(relative).dtype == np.float64 else np.float32
+    r = np.asarray(relative, dtype=dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        depth = np.expm1(r * dtype(scale) + dtype(shift))
+        depth[~((depth > 0) & (depth < np.inf))] = np.nan
+    return depth

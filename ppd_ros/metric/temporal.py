@@ -16,7 +16,7 @@ from typing import Hashable
 
 import numpy as np
 
-from ppd_ros.metric.alignment import AlignmentFit, RobustFitConfig, apply_alignment, fit_log_depth
+from ppd_ros.metric.alignment import AlignmentFit, RobustFitConfig, relative_to_metres, fit_log_depth
 
 
 @dataclass(frozen=True)
@@ -159,4 +159,4 @@ class StableAlignment:
                 self._last_good = (fit.scale, fit.shift)
         metric = self._last_good is not None
         scale, shift = self._last_good if metric else (1.0, 0.0)
-        return AlignedFrame(apply_alignment(relative, scale, shift), scale, shift, fit, filtered, metric)
+        return AlignedFrame(relative_to_metres(relative, scale, shift), scale, shift, fit, filtered, metric)

@@ -53,11 +53,10 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 def default_model() -> str:
     """``ppd-demo`` (the small model trained on synthetic scenes) when the engine has it and its
     checkpoint is installed, else the randomly initialised ``tiny-random``."""
-    from ppd_ros.engine import MODELS
+    from ppd_ros.model_specs import model_spec
     from ppd_ros.paths import share_dir
 
-    shipped = MODELS.get(DEMO_MODEL)  # a path relative to the share directory for shipped models
-    if isinstance(shipped, str) and (share_dir() / shipped).is_file():
+    if (share_dir() / model_spec(DEMO_MODEL).export_file).is_file():
         return DEMO_MODEL
     return FALLBACK_MODEL
 
@@ -73,11 +72,11 @@ def model_note(model: str) -> str:
 
 
 def default_target_area(model: str, width: int, height: int) -> int:
-    """Inference area for ``model``: its native training area when the engine declares one (the demo
-    model runs at the small size it was trained at), else the camera's own area (no resize)."""
-    from ppd_ros.engine import NATIVE_TARGET_AREA
+    """Inference area for ``model``: the demo model runs at the small size it was trained at, any
+    other at the camera's own area (no resize)."""
+    from ppd_ros.model_specs import model_spec
 
-    return int(NATIVE_TARGET_AREA.get(model, width * height))
+    return model_spec(model).native_area if model == DEMO_MODEL else width * height
 
 
 @dataclass
@@ -421,7 +420,7 @@ def _write_outputs(config: DemoConfig, sequence: SyntheticSequence, client: Node
     from rclpy.serialization import serialize_message
 
     from ppd_ros.ros.conversions import image_to_numpy, pointcloud2_to_structured
-    from ppd_ros.ros.depth_node import colorize_depth
+    from ppd_ros.colormap import inverse_depth_rgb
 
     out = config.output
     for sub in ("rgb", "depth", "gt", "clouds"):
@@ -439,7 +438,7 @@ def _write_outputs(config: DemoConfig, sequence: SyntheticSequence, client: Node
         if depth_entry is not None:
             depth = np.array(image_to_numpy(depth_entry[1]), dtype=np.float32)
             np.save(out / "depth" / f"{name}.npy", depth)
-            cv2.imwrite(str(out / "depth" / f"{name}.png"), cv2.cvtColor(colorize_depth(depth), cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(out / "depth" / f"{name}.png"), cv2.cvtColor(inverse_depth_rgb(depth), cv2.COLOR_RGB2BGR))
             gt = exact_depth_at(sequence, record.index, depth.shape[1], depth.shape[0])
             np.save(out / "gt" / f"{name}.npy", gt)
             row.update(frame_metrics(depth, gt), depth_size=[int(depth.shape[1]), int(depth.shape[0])])

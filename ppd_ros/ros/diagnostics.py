@@ -7,7 +7,7 @@ from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-STAGES = ("decode", "model", "geometry", "publish")
+STAGES = ("decode", "model", "metric", "geometry", "publish")
 
 
 class NodeStats:
@@ -94,16 +94,72 @@ def _format(value) -> str:
     return str(value)
 
 
-def diagnostic_array(stamp, name: str, hardware_id: str, level: bytes, message: str,
-                     values: dict) -> DiagnosticArray:
-    """A DiagnosticArray with one status (``level``: DiagnosticStatus.OK/WARN/ERROR) whose key/values
-    are ``values`` formatted as text."""
-    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
-                              values=[KeyValue(key=key, value=_format(value)) for key, value in values.items()])
+def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str, values: dict) -> DiagnosticStatus:
+    """One DiagnosticStatus (``level``: DiagnosticStatus.OK/WARN/ERROR) whose key/values are
+    ``values`` formatted as text."""
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=key, value=_format(value)) for key, value in values.items()])
+
+
+def diagnostic_array(stamp, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
     array = DiagnosticArray()
     array.header.stamp = stamp
-    array.status = [status]
+    array.status = statuses
     return array
+
+
+class MetricCounters:
+    """The metric step of one camera for diagnostics (worker writes, timer reads)."""
+
+    def __init__(self):
+        self.last = None  # FrameRecord of the last published frame
+        self.references_paired = 0
+        self.references_missing = 0
+        self.filter_resets: dict[str, int] = {}
+
+    def record_pairing(self, paired: bool) -> None:
+        if paired:
+            self.references_paired += 1
+        else:
+            self.references_missing += 1
+
+    def record(self, record) -> None:
+        self.last = record
+        if record.filter_reset:
+            self.filter_resets[record.filter_reset] = self.filter_resets.get(record.filter_reset, 0) + 1
+
+
+def metric_values(config, counters: MetricCounters, reference_topic: str) -> dict:
+    """Diagnostic values of the metric step."""
+    last = counters.last
+    values = {"metric_source": config.metric_source}
+    if last is not None:
+        # scale/shift/residual with 6 significant digits (the default 2 decimals lose them)
+        values.update(depth_kind="metric" if last.is_metric else "relative", scale=f"{last.scale:.6g}",
+                      shift=f"{last.shift:.6g}", fit_residual=f"{last.fit_residual:.6g}", fit_status=last.fit_status)
+        if config.fits_scale:
+            values.update(fit_inlier_ratio=last.fit_inlier_ratio, fit_points=last.fit_points,
+                          filter_resets=", ".join(f"{k}: {v}" for k, v in sorted(dict(counters.filter_resets).items())))
+    else:
+        values["depth_kind"] = "metric" if config.metric_source == "fixed" else "relative"
+    if config.metric_source == "sparse":
+        values.update(reference_topic=reference_topic, reference_type=config.metric_reference_type,
+                      references_paired=counters.references_paired, references_missing=counters.references_missing)
+    return values
+
+
+def video_values(backend, stream, latency_frames) -> dict:
+    """Diagnostic values of one camera's video stream."""
+    throughput = backend.throughput
+    latency = list(latency_frames)
+    return {"video_stride": backend.stride,
+            "latency_frames": sum(latency) / len(latency) if latency else float("nan"),
+            "max_latency_frames": backend.max_latency_frames,
+            "stream_pending_frames": backend.pending(stream),
+            "windows_run": throughput.windows,
+            "window_ms": 1000.0 * throughput.seconds_per_window,
+            "window_throughput_fps": throughput.frames_per_second,
+            "stream_resets": ", ".join(f"{k}: {v}" for k, v in sorted(backend.resets(stream).items()))}
 
 
 def diagnostic_values(status: DiagnosticStatus) -> dict[str, str]:

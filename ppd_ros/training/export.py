@@ -10,7 +10,7 @@
   are (``embedded`` or the registry name ``depth_anything_v2_vitl``), plus provenance.
 
 :func:`load_export` builds both networks from these files and :func:`export_estimator` wraps them
-in the node's :class:`~ppd_ros.engine.DepthEstimator`.
+in a torch backend (:class:`~ppd_ros.backends.torch_backend.TorchImageBackend`).
 """
 from __future__ import annotations
 
@@ -114,14 +114,17 @@ def load_export(weights: str | Path, weights_dir: str | Path | None = None, devi
 
 def export_estimator(weights: str | Path, model_name: str | None = None, weights_dir: str | Path | None = None,
                      device: str | torch.device = "auto", steps: int = 4, seed: int | None = 0, **kwargs):
-    """The node's :class:`~ppd_ros.engine.DepthEstimator` running an exported model."""
-    from ppd_ros.engine import DepthEstimator, resolve_device
+    """A torch backend running an exported model."""
+    from ppd_ros.backends.base import BackendOptions
+    from ppd_ros.backends.torch_backend import TorchImageBackend
+    from ppd_ros.device import resolve_device
+    from ppd_ros.model_specs import DA2, IMAGE, ModelSpec
 
     device = resolve_device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dit, encoder = load_export(weights, weights_dir, device=device, dtype=dtype)
-    return DepthEstimator(dit, encoder, model_name or Path(weights).stem, device=device, steps=steps, seed=seed,
-                          **kwargs)
+    spec = ModelSpec(model_name or Path(weights).stem, IMAGE, DA2, f"exported {Path(weights).name}")
+    return TorchImageBackend(dit, encoder, spec, BackendOptions(device=str(device), steps=steps, seed=seed, **kwargs))
 
 
 def main(argv: list[str] | None = None) -> int:

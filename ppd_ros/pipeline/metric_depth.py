@@ -1,6 +1,6 @@
-"""The node's metric_source plumbing on plain arrays: relative log-depth in, depth in metres (or
+"""The metric_source step of the frame pipeline: relative log-depth in, depth in metres (or
 flagged relative) out, with the scale/shift, fit residual and status that diagnostics and the
-DepthFrame message report. ROS messages are converted by the node before they get here.
+DepthFrame record report.
 
 Sources: ``none`` and ``fixed`` map with the configured depth_scale/depth_shift (``fixed`` is a
 user-calibrated claim, so it is reported metric); ``moge2`` and ``sparse`` fit scale/shift per frame
@@ -17,16 +17,11 @@ import numpy as np
 import torch
 
 from ppd_ros.geometry.camera import CameraModel
-from ppd_ros.metric import (LidarProjector, RobustFitConfig, StableAlignment, TemporalFilterConfig,
-                            resample_nearest)
+from ppd_ros.geometry.resize import resize_nearest
+from ppd_ros.metric import LidarProjector, RobustFitConfig, StableAlignment, TemporalFilterConfig
+from ppd_ros.metric.alignment import relative_to_metres
 
 NO_REFERENCE = "no_reference"  # status of a sparse frame that no reference message paired with
-
-
-def relative_to_depth(relative: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
-    """Metres from relative log-depth: exp(scale * relative + shift) - 1; NaN where not positive."""
-    depth = torch.expm1(relative.float() * scale + shift)
-    return torch.where(depth > 0, depth, torch.full_like(depth, float("nan")))
 
 
 @dataclass(frozen=True)
@@ -88,7 +83,7 @@ class MetricDepth:
         """
         if not self.fits:
             status = "fixed" if self.source == "fixed" else "relative"
-            return FrameDepth(relative_to_depth(relative, self.depth_scale, self.depth_shift),
+            return FrameDepth(relative_to_metres(relative, self.depth_scale, self.depth_shift),
                               self.source == "fixed", self.source, self.depth_scale, self.depth_shift,
                               math.nan, status)
         missing = reference is None
@@ -99,10 +94,11 @@ class MetricDepth:
         filtered = aligned.filtered
         reset = filtered.reason if filtered is not None and filtered.reset and fit.ok else ""
         if aligned.metric:
-            scale, shift = aligned.scale, aligned.shift
+            scale, shift, depth = aligned.scale, aligned.shift, aligned.depth
         else:
             scale, shift = self.depth_scale, self.depth_shift
-        result = FrameDepth(relative_to_depth(relative, scale, shift), aligned.metric, self.source, scale, shift,
+            depth = relative_to_metres(relative, scale, shift)
+        result = FrameDepth(depth, aligned.metric, self.source, scale, shift,
                             fit.residual, fit.status.value, fit.inlier_ratio, fit.num_points, reset)
         if missing:
             result = replace(result, status=NO_REFERENCE, fit_residual=math.nan, inlier_ratio=math.nan)
@@ -118,17 +114,18 @@ def moge_camera(intrinsics, width: int, height: int) -> CameraModel:
                                K[1, 2] * height - 0.5, width, height)
 
 
-def moge_reference(metric) -> tuple[np.ndarray, np.ndarray]:
-    """(metric depth with NaN where invalid, validity mask) from a MoGe-2 ``MetricGeometry``."""
-    depth = metric.depth.detach().float().cpu().numpy()
-    mask = metric.mask.detach().cpu().numpy().astype(bool) & np.isfinite(depth) & (depth > 0)
+def moge_reference(depth: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(metric depth with NaN where invalid, validity mask) from MoGe-2's depth and mask."""
+    depth = depth.detach().float().cpu().numpy()
+    with np.errstate(invalid="ignore"):
+        mask = mask.detach().cpu().numpy().astype(bool) & np.isfinite(depth) & (depth > 0)
     return np.where(mask, depth, np.nan).astype(np.float32), mask
 
 
 def depth_image_reference(depth_metres: np.ndarray, height: int, width: int) -> np.ndarray:
     """A registered metric depth image (NaN = none) on the (height, width) prediction grid
     (nearest: no depth is invented between surfaces)."""
-    return resample_nearest(depth_metres, height, width).astype(np.float32, copy=False)
+    return resize_nearest(np.asarray(depth_metres, dtype=np.float32), height, width)
 
 
 def pointcloud_reference(points: np.ndarray, projector: LidarProjector, camera: CameraModel,

@@ -1,0 +1,30 @@
+"""Command-line arguments the ppd tools share, and the backend they describe."""
+from __future__ import annotations
+
+import argparse
+
+from ppd_ros.constants import INFERENCE_AREA
+from ppd_ros.model_specs import IMAGE_MODEL_NAMES
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = "ppd-da2",
+                        choices: tuple[str, ...] | None = None, model_help: str | None = None) -> None:
+    """--model, --weights-dir, --device, --steps, --target-area, --seed."""
+    parser.add_argument("--model", default=default, choices=choices or IMAGE_MODEL_NAMES, help=model_help)
+    parser.add_argument("--weights-dir", default=None, help="default: $PPD_WEIGHTS_DIR or ~/.cache/ppd_ros/weights")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--steps", type=int, default=4, help="Euler sampling steps")
+    parser.add_argument("--target-area", type=int, default=None,
+                        help=f"inference pixels (aspect kept); default: the model's own ({INFERENCE_AREA} for the "
+                             "PPD models)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (reproducible output)")
+
+
+def backend_from_args(args: argparse.Namespace):
+    """The backend of ``--model`` and the options above."""
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.model_specs import model_spec
+
+    options = BackendOptions(device=args.device, steps=args.steps, target_area=args.target_area, seed=args.seed,
+                             weights_dir=args.weights_dir)
+    return create_backend(model_spec(args.model), options)
