@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ppd_ros.device import resolve_device  # also imported from here by video_engine, bench, export
 from ppd_ros.nets.dit import PPD_DIT_FULL, PixelDiT, load_ppd_dit
 from ppd_ros.nets.flow import sample_depth
 from ppd_ros.nets.dinov2 import DinoV2Config
@@ -58,13 +59,6 @@ class DepthPrediction:
 
     def depth_numpy(self) -> np.ndarray:
         return self.depth.detach().float().cpu().numpy()
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
