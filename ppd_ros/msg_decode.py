@@ -23,6 +23,10 @@ class ConversionError(ValueError):
     """A message or array that cannot be converted; the message names the problem and the numbers."""
 
 
+class ImageTooLargeError(ConversionError):
+    """A compressed image whose header claims more pixels than the limit; refused before decoding."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Image encodings
 # ----------------------------------------------------------------------------------------------
@@ -309,11 +313,11 @@ def read_image_header(data) -> ImageHeader:
 
 
 def decode_image(data, what: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 expected_codec: str | None = None) -> np.ndarray:
-    """JPEG or PNG bytes -> the array of ``cv2.imdecode(IMREAD_UNCHANGED)`` (BGR(A) or grey, uint8
-    or uint16), after checking the header: ``expected_codec`` ("jpeg"/"png") must match the data's
-    signature, and images above ``max_pixels`` are refused without decoding. ``what`` names the
-    data in error messages (all :class:`ConversionError`)."""
+                 expected_codec: str | None = None, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """JPEG or PNG bytes -> the array of ``cv2.imdecode(data, flags)`` (by default BGR(A) or grey,
+    uint8 or uint16), after checking the header: ``expected_codec`` ("jpeg"/"png") must match the
+    data's signature, and images above ``max_pixels`` are refused without decoding. ``what`` names
+    the data in error messages (all :class:`ConversionError`)."""
     data = np.frombuffer(data, dtype=np.uint8)
     if data.size == 0:
         raise ConversionError(f"{what} has no data (0 bytes)")
@@ -330,11 +334,11 @@ def decode_image(data, what: str, max_pixels: int = DEFAULT_MAX_PIXELS,
     except ConversionError as error:
         raise ConversionError(f"{what} could not be decoded: {error}") from None
     if header.pixels > max_pixels:
-        raise ConversionError(
+        raise ImageTooLargeError(
             f"{what} is {header.width}x{header.height} = {header.pixels} pixels by its {header.codec} header, "
-            f"above the limit of {max_pixels} (max_pixels); refused without decoding")
+            f"above the limit of {max_pixels} pixels; refused without decoding")
     try:
-        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(data, flags)
     except cv2.error as error:  # e.g. above OpenCV's own size limits
         raise ConversionError(f"{what} could not be decoded: OpenCV: {str(error).strip()}") from None
     if decoded is None or decoded.size == 0:
