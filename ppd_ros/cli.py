@@ -184,7 +184,7 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
         try:
             path = download(entry, args.weights_dir, timeout=args.timeout)
             print(f"  -> {path}")
-        except (ConnectionError, OSError, RuntimeError) as error:
+        except (ConnectionError, OSError, RuntimeError, ValueError) as error:
             print(f"  failed: {error}", file=sys.stderr)
             failures += 1
     print(f"weights directory: {resolve_weights_dir(args.weights_dir)}")
