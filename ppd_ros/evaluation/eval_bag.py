@@ -140,7 +140,7 @@ class Evaluation:
         self.args = args
         self.predictor = predictor
         self.alignment = args.alignment if args.alignment != "auto" else ("none" if predictor.is_metric else "gt")
-        self.out_bag = OutputBag(out_dir / "depth.mcap", with_points=not args.no_points)
+        self.out_bag = OutputBag(out_dir / "depth", with_points=not args.no_points)
         self.rows: list[dict] = []
         self.worst = WorstFrames(args.worst_frames)
         self.previous = None  # (metric depth, gt, valid) of the last frame
@@ -421,6 +421,7 @@ def write_report(out_dir: Path, args, evaluation: Evaluation, log: ReadLog, wall
         ("Latency", table(latency)),
         ("Plots", ["![metrics over time](metrics_over_time.png)", "", "![latency](latency_histogram.png)"]),
         ("Worst frames", worst_lines or ["no frame had GT"]),
-        ("Outputs", ["- `depth.mcap`: /ppd/depth, /ppd/depth/camera_info, /ppd/points, /ppd/depth_frame",
+        ("Outputs", ["- `depth/` (rosbag2 bag, `depth/depth_0.mcap`): /ppd/depth, /ppd/depth/camera_info, "
+                     "/ppd/points, /ppd/depth_frame",
                      "- `frames.csv`: per-frame metrics and stage latencies"]),
     ])
