@@ -376,11 +376,7 @@ def compressed_to_rgb8(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     what = (f"compressed image ({msg.format!r})" if size == 0
             else f"compressed image data ({size} bytes, format {msg.format!r})")
     decoded = decode_image(msg.data, what, max_pixels, expected_codec=codec)
-    return decoded_to_rgb8(decoded, "rgb" if stored_encoding.startswith("rgb") else "bgr")
-
-
-def decoded_to_rgb8(decoded: np.ndarray, order: str = "bgr") -> np.ndarray:
-    """An array from :func:`decode_image` (grey, or 3/4 channels in ``order``) -> uint8 (H, W, 3) RGB."""
+    order = "rgb" if stored_encoding.startswith("rgb") else "bgr"
     if decoded.dtype not in (np.uint8, np.uint16):
         raise ConversionError(f"compressed image decoded to unsupported dtype {decoded.dtype}")
     if decoded.ndim == 3 and decoded.shape[2] == 1:

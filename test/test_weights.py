@@ -174,14 +174,16 @@ def test_short_body_without_content_length_is_caught_by_the_registry_size(broken
 
 
 def test_content_length_that_contradicts_the_registry_is_refused(broken_server, tmp_path):
-    with pytest.raises(WeightsVerificationError, match=r"announces 2048 bytes \(Content-Length\) but the registry says 1048576"):
+    with pytest.raises(WeightsVerificationError,
+                       match=r"announces 2048 bytes \(Content-Length\) but the registry says 1048576"):
         download(_entry(f"{broken_server}/other-length", size_bytes=len(PAYLOAD)), tmp_path)
     assert _left(tmp_path) == []
 
 
 @pytest.mark.parametrize("path, message", [
     ("/silent", r"no answer from http://127\.0\.0\.1:\d+/silent within 0\.5 s \(timed out"),
-    ("/stalls", r"download of http://127\.0\.0\.1:\d+/stalls timed out: no data for 0\.5 s after 50000 of 1048576 bytes"),
+    ("/stalls", r"download of http://127\.0\.0\.1:\d+/stalls timed out: no data for 0\.5 s after 50000 of "
+                r"1048576 bytes"),
 ])
 def test_timeouts_say_what_timed_out_and_leave_no_part_file(broken_server, tmp_path, path, message):
     with pytest.raises(ConnectionError, match=message):

@@ -247,9 +247,9 @@ class CameraModel:
             row, col = np.argwhere(bad)[0]
             raise ValueError(
                 f"{self.distortion_model} distortion D={self.D.tolist()} cannot be inverted over the "
-                f"{self.width}x{self.height} image: at {int(bad.sum())} of {bad.size} sample pixels (e.g. u={u[row, col]:.0f}, "
-                f"v={v[row, col]:.0f}) the undistortion does not converge or gives a non-finite or absurd ray; "
-                f"check the calibration")
+                f"{self.width}x{self.height} image: at {int(bad.sum())} of {bad.size} sample pixels "
+                f"(e.g. u={u[row, col]:.0f}, v={v[row, col]:.0f}) the undistortion does not converge or gives a "
+                f"non-finite or absurd ray; check the calibration")
 
     def _undistort_checked(self, xd: np.ndarray, yd: np.ndarray):
         """(x, y, residual, beyond): :meth:`undistort` plus how far re-distorting misses (xd, yd) in

@@ -29,6 +29,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
     except Exception as error:  # noqa: BLE001 - torch/pickle/zip/safetensors each raise their own types
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CheckpointError(
