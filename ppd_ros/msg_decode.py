@@ -23,6 +23,10 @@ class ConversionError(ValueError):
     """A message or array that cannot be converted; the message names the problem and the numbers."""
 
 
+class ImageTooLargeError(ConversionError):
+    """A compressed image whose header claims more pixels than the limit; refused before decoding."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Image encodings
 # ----------------------------------------------------------------------------------------------
@@ -132,10 +136,14 @@ _YUV422_TO_RGB = {"uyvy": cv2.COLOR_YUV2RGB_UYVY, "yuv422": cv2.COLOR_YUV2RGB_UY
 
 
 def _to_8bit(pixels: np.ndarray) -> np.ndarray:
-    """Scale uint16 to uint8 (65535 -> 255, rounded); uint8 passes through."""
+    """Scale uint16 to uint8 (65535 -> 255, rounded); uint8 passes through.
+
+    round(v / 257) in one OpenCV pass straight into uint8 (1 byte per element, no wide
+    temporaries); v / 257 is never exactly halfway, so this equals (v * 255 + 32767) // 65535.
+    """
     if pixels.dtype == np.uint8:
         return pixels
-    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return cv2.convertScaleAbs(np.ascontiguousarray(pixels), alpha=1.0 / 257.0)
 
 
 def _pixels_to_rgb8(pixels: np.ndarray, order: str) -> np.ndarray:
@@ -184,33 +192,193 @@ def image_to_rgb8(msg) -> np.ndarray:
         f"encoding {encoding!r} is not a colour or grey image and cannot be converted to rgb8")
 
 
-def compressed_to_rgb8(msg) -> np.ndarray:
+# ----------------------------------------------------------------------------------------------
+# Compressed images: header check before decoding
+# ----------------------------------------------------------------------------------------------
+
+# Refuse compressed images above this many pixels before decoding (8192 x 8192 covers real
+# cameras; a 600-byte JPEG may claim 65535 x 65535 and make the decoder allocate gigabytes).
+DEFAULT_MAX_PIXELS = 8192 * 8192
+DECODED_CODECS = ("jpeg", "png")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+# Signatures of codecs we recognise in order to name them, and refuse.
+_REFUSED_SIGNATURES = (
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"), (b"\xff\x0a", "JPEG XL"),
+)
+_NETPBM = re.compile(rb"^P[1-7]\s")
+# JPEG start-of-frame markers (SOF0..SOF15 without DHT C4, JPG C8 and DAC CC): they carry the size.
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# PNG colour type -> channels cv2.imdecode(IMREAD_UNCHANGED) returns (palette expands to BGR).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a JPEG or PNG header says about the image, read without decoding it."""
+
+    codec: str  # "jpeg" or "png"
+    width: int
+    height: int
+    channels: int
+    bit_depth: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def sniff_codec(data) -> str:
+    """The codec named by the first bytes of ``data``: "jpeg", "png", the name of a refused codec
+    (TIFF, WebP, JPEG 2000, BMP, PPM/PGM, GIF, ...) or "unknown"."""
+    head = bytes(memoryview(data)[:16])
+    if head.startswith(_JPEG_SIGNATURE):
+        return "jpeg"
+    if head.startswith(_PNG_SIGNATURE):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp":
+        return "AVIF/HEIF"
+    for signature, name in _REFUSED_SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if _NETPBM.match(head):
+        return "PPM/PGM (Netpbm)"
+    return "unknown"
+
+
+def _jpeg_header(data) -> ImageHeader:
+    """Size from the first SOF segment; walks the marker segments after SOI (no entropy data)."""
+    size = len(data)
+    position = 2
+    while position + 4 <= size:
+        if data[position] != 0xFF:
+            raise ConversionError(f"no JPEG marker at byte {position} (corrupt header)")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
+            position += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        (length,) = struct.unpack_from(">H", data, position + 2)
+        if length < 2:
+            raise ConversionError(f"JPEG segment at byte {position} has length {length} (corrupt header)")
+        if marker in _JPEG_SOF_MARKERS:
+            if position + 10 > size:
+                break
+            precision, height, width, components = struct.unpack_from(">BHHB", data, position + 4)
+            if height == 0:
+                raise ConversionError("JPEG height is 0 (set later by a DNL marker; not supported)")
+            if width == 0 or components == 0:
+                raise ConversionError(f"JPEG frame header says {width}x{height}, {components} components")
+            return ImageHeader("jpeg", width, height, components, precision)
+        position += 2 + length
+    raise ConversionError("no JPEG frame header (SOF) found: corrupt or truncated")
+
+
+def _png_header(data) -> ImageHeader:
+    if len(data) < 33:
+        raise ConversionError(f"PNG of {len(data)} bytes is shorter than its header")
+    length, kind, width, height, bit_depth, colour_type = struct.unpack_from(">I4sIIBB", data, 8)
+    if kind != b"IHDR" or length != 13:
+        raise ConversionError("PNG does not start with an IHDR chunk (corrupt header)")
+    if width == 0 or height == 0 or colour_type not in _PNG_CHANNELS:
+        raise ConversionError(f"PNG header says {width}x{height}, colour type {colour_type} (corrupt header)")
+    # A PNG cut short loses its IEND chunk (normally its last 12 bytes); saying so here spares
+    # libpng's raw stderr line. Data after IEND is rare: only then is the whole buffer searched.
+    if b"IEND" not in bytes(memoryview(data)[-12:]) and b"IEND" not in bytes(data):
+        raise ConversionError("PNG has no IEND chunk: truncated")
+    return ImageHeader("png", width, height, _PNG_CHANNELS[colour_type], bit_depth)
+
+
+def read_image_header(data) -> ImageHeader:
+    """Codec, size, channels and bit depth of JPEG or PNG ``data`` (bytes or a uint8 buffer) from
+    its header alone. Other codecs and corrupt headers raise :class:`ConversionError`."""
+    codec = sniff_codec(data)
+    if codec == "jpeg":
+        return _jpeg_header(data)
+    if codec == "png":
+        return _png_header(data)
+    if codec == "unknown":
+        raise ConversionError("data is neither JPEG nor PNG (unknown signature)")
+    raise ConversionError(f"data is a {codec} image; only JPEG and PNG are decoded")
+
+
+def decode_image(data, what: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 expected_codec: str | None = None, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """JPEG or PNG bytes -> the array of ``cv2.imdecode(data, flags)`` (by default BGR(A) or grey,
+    uint8 or uint16), after checking the header: ``expected_codec`` ("jpeg"/"png") must match the
+    data's signature, and images above ``max_pixels`` are refused without decoding. ``what`` names
+    the data in error messages (all :class:`ConversionError`)."""
+    data = np.frombuffer(data, dtype=np.uint8)
+    if data.size == 0:
+        raise ConversionError(f"{what} has no data (0 bytes)")
+    actual = sniff_codec(data)
+    if expected_codec is not None and actual != expected_codec:
+        if actual == "unknown":
+            raise ConversionError(
+                f"{what} could not be decoded: corrupt or not {expected_codec} (no {expected_codec} signature)")
+        raise ConversionError(
+            f"{what} says {expected_codec} but the data is {actual}; only JPEG and PNG are decoded and "
+            f"the format must name the codec of the data")
+    try:
+        header = read_image_header(data)
+    except ConversionError as error:
+        raise ConversionError(f"{what} could not be decoded: {error}") from None
+    if header.pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"{what} is {header.width}x{header.height} = {header.pixels} pixels by its {header.codec} header, "
+            f"above the limit of {max_pixels} pixels; refused without decoding")
+    try:
+        decoded = cv2.imdecode(data, flags)
+    except cv2.error as error:  # e.g. above OpenCV's own size limits
+        raise ConversionError(f"{what} could not be decoded: OpenCV: {str(error).strip()}") from None
+    if decoded is None or decoded.size == 0:
+        raise ConversionError(f"{what} could not be decoded: corrupt or not {header.codec}")
+    return decoded
+
+
+def parse_compressed_format(fmt: str) -> tuple[str, str]:
+    """(codec, stored encoding) of a CompressedImage ``format``: a bare codec ("jpeg", "jpg", "png")
+    or image_transport's "<encoding>; <codec> compressed <stored encoding>" (stored encoding "" when
+    not given). Codecs other than jpeg and png raise :class:`ConversionError`."""
+    text = fmt.strip().lower()
+    if "compresseddepth" in text:
+        raise ConversionError(
+            f"compressed format {fmt!r} is compressedDepth (depth data), not a colour image")
+    words = (text.split(";", 1)[1] if ";" in text else text).split()
+    codec = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}.get(words[0] if words else "")
+    if codec is None:
+        raise ConversionError(
+            f"unsupported compressed image format {fmt!r}; supported codecs: {', '.join(DECODED_CODECS)}")
+    stored = words[2] if len(words) >= 3 and words[1] == "compressed" else ""
+    return codec, stored
+
+
+def compressed_to_rgb8(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A JPEG or PNG sensor_msgs/CompressedImage as uint8 (H, W, 3) RGB.
 
     ``format`` may be a bare codec ("jpeg", "png") or image_transport's
     "<encoding>; <codec> compressed <stored encoding>"; a stored encoding starting with "rgb"
     means the compressed channels are already in RGB order (OpenCV otherwise assumes BGR).
+    The codec must match the data; images above ``max_pixels`` are refused before decoding.
     """
-    fmt = msg.format.strip().lower()
-    if "compresseddepth" in fmt:
-        raise ConversionError(
-            f"compressed format {msg.format!r} is compressedDepth (depth data), not a colour image")
-    codec_part = fmt.split(";", 1)[1] if ";" in fmt else fmt
-    if not any(name in codec_part for name in ("jpeg", "jpg", "png")):
-        raise ConversionError(
-            f"unsupported compressed image format {msg.format!r}; supported codecs: jpeg, png")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise ConversionError(f"compressed image ({msg.format!r}) has no data (0 bytes)")
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.size == 0:
-        raise ConversionError(
-            f"compressed image data ({data.size} bytes, format {msg.format!r}) could not be "
-            f"decoded: corrupt or not {codec_part.split()[0]}")
+    codec, stored_encoding = parse_compressed_format(msg.format)
+    size = np.frombuffer(msg.data, dtype=np.uint8).size
+    what = (f"compressed image ({msg.format!r})" if size == 0
+            else f"compressed image data ({size} bytes, format {msg.format!r})")
+    decoded = decode_image(msg.data, what, max_pixels, expected_codec=codec)
+    order = "rgb" if stored_encoding.startswith("rgb") else "bgr"
     if decoded.dtype not in (np.uint8, np.uint16):
         raise ConversionError(f"compressed image decoded to unsupported dtype {decoded.dtype}")
-    stored_encoding = fmt.split("compressed", 1)[1].strip() if "compressed" in fmt else ""
-    order = "rgb" if stored_encoding.startswith("rgb") else "bgr"
     if decoded.ndim == 3 and decoded.shape[2] == 1:
         decoded = decoded[:, :, 0]
     if decoded.ndim == 3 and decoded.shape[2] not in (3, 4):
@@ -235,26 +403,40 @@ def depth_image_msg_to_metres(msg) -> np.ndarray:
 _COMPRESSED_DEPTH_HEADER_BYTES = 12  # compressed_depth_image_transport: int32 format + float32 a, b
 
 
-def compressed_depth_to_metres(msg) -> np.ndarray:
+def _decode_depth_png(data, what: str, max_pixels: int) -> np.ndarray | None:
+    """A single-channel 16-bit PNG as uint16 (H, W); None when the data is another kind of image."""
+    try:
+        header = read_image_header(np.frombuffer(data, dtype=np.uint8))
+    except ConversionError:
+        return None
+    if header.codec != "png" or header.channels != 1 or header.bit_depth != 16:
+        return None
+    image = decode_image(data, what, max_pixels, expected_codec="png")
+    return image if image.ndim == 2 and image.dtype == np.uint16 else None
+
+
+def compressed_depth_to_metres(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A depth sensor_msgs/CompressedImage as float32 metres, NaN where invalid.
 
     compressed_depth_image_transport payloads ("16UC1; compressedDepth png": millimetres;
     "32FC1; compressedDepth png": inverse depth quantised as a / (v - b), v = 0 invalid), or a
-    plain single-channel 16-bit PNG of millimetres.
+    plain single-channel 16-bit PNG of millimetres. PNGs above ``max_pixels`` are refused before
+    decoding.
     """
     fmt = msg.format.lower()
     data = np.frombuffer(msg.data, dtype=np.uint8)
+    what = f"compressed depth ({data.size} bytes, format {msg.format!r})"
     if "compresseddepth" not in fmt:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-        if image is None or image.ndim != 2 or image.dtype != np.uint16:
+        image = _decode_depth_png(data, what, max_pixels) if data.size else None
+        if image is None:
             raise ConversionError(
                 f"compressed depth ({msg.format!r}) is neither compressedDepth nor a single-channel "
                 f"16-bit PNG of millimetres")
         return depth_image_to_metres(image, "16UC1")
     if data.size <= _COMPRESSED_DEPTH_HEADER_BYTES:
         raise ConversionError(f"compressedDepth image ({msg.format!r}) has only {data.size} bytes")
-    image = cv2.imdecode(data[_COMPRESSED_DEPTH_HEADER_BYTES:], cv2.IMREAD_UNCHANGED)
-    if image is None or image.ndim != 2 or image.dtype != np.uint16:
+    image = _decode_depth_png(data[_COMPRESSED_DEPTH_HEADER_BYTES:], what, max_pixels)
+    if image is None:
         raise ConversionError(f"cannot decode compressedDepth PNG payload ({msg.format!r})")
     if "32fc1" in fmt:
         a, b = struct.unpack_from("<ff", data, 4)

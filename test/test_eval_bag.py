@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ppd_ros.evaluation import metrics as M
-from ppd_ros.evaluation.bag import ReadLog, StampPairer, read_messages, typestore
+from ppd_ros.evaluation.bag import (ReadLog, StampPairer, TopicTypeError, check_topic_type, list_topics,
+                                   read_messages, typestore)
 from ppd_ros.evaluation.eval_bag import add_arguments, run
 from ppd_ros.msg_decode import image_to_rgb8
 
@@ -92,7 +93,7 @@ def read_output(out: Path, model: str = "tiny-random") -> tuple[list[dict], dict
     with open(out / "frames.csv") as handle:
         rows = list(csv.DictReader(handle))
     counts: dict[str, int] = {}
-    with AnyReader([out / "depth.mcap"], default_typestore=output_typestore()) as reader:
+    with AnyReader([out / "depth"], default_typestore=output_typestore()) as reader:
         for connection, _, raw in reader.messages():
             msg = reader.deserialize(raw, connection.msgtype)
             counts[connection.topic] = counts.get(connection.topic, 0) + 1
@@ -141,7 +142,7 @@ def test_eval_bag_metric_values_match_independent_computation(tmp_path, syntheti
     assert run(eval_args(bag, out, "--no-points", "-p", "depth_scale:=0.05", "-p", "depth_shift:=1.0")) == 0
     rows, counts = read_output(out)
     assert "/ppd/points" not in counts
-    with AnyReader([out / "depth.mcap"], default_typestore=output_typestore()) as reader:
+    with AnyReader([out / "depth"], default_typestore=output_typestore()) as reader:
         depth_msgs = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()
                       if c.topic == "/ppd/depth"]
     for row, msg, (_, gt_full) in zip(rows, depth_msgs, frames):
@@ -222,6 +223,44 @@ def test_truncated_bags_are_evaluated_up_to_the_damage(tmp_path, synthetic_frame
         report = (out / "report.md").read_text()
         assert "damaged" in report and "recovery scan" in report
         assert exit_code == 0 and 0 < len(rows) < len(frames), storage
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_bag_folder_without_metadata_is_read_from_its_storage_files(tmp_path, synthetic_frames, storage):
+    camera, frames = synthetic_frames
+    bag = write_bag(tmp_path / "bag", storage, camera, frames)
+    (bag / "metadata.yaml").unlink()
+    assert list_topics(bag)["/camera/image"] == "sensor_msgs/msg/Image"
+    log = ReadLog(str(bag))
+    messages = list(read_messages(bag, {"/camera/image", "/camera/gt_depth"}, log))
+    assert len(messages) == 2 * FRAMES and log.reader == "rosbags" and log.damage is None
+    assert "has no metadata.yaml: read its storage files directly" in log.summary()
+
+
+def test_missing_bag_path_names_it(tmp_path):
+    missing = tmp_path / "no_such_bag"
+    with pytest.raises(FileNotFoundError, match=f"no such bag: {missing}"):
+        list_topics(missing)
+    with pytest.raises(FileNotFoundError, match=f"no such bag: {missing}"):
+        list(read_messages(missing, {"/camera/image"}, ReadLog(str(missing))))
+
+
+def test_topic_types_are_checked_in_one_line():
+    topics = {"/camera/image": "sensor_msgs/msg/Image", "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
+              "/note": "std_msgs/msg/String", "/lidar": "sensor_msgs/msg/PointCloud2",
+              "/jpeg": "sensor_msgs/msg/CompressedImage"}
+    check_topic_type(topics, "/camera/image", "image")
+    check_topic_type(topics, "/jpeg", "gt_depth")
+    check_topic_type(topics, "/lidar", "gt_points")
+    check_topic_type({}, "/anything", "image")  # a bag too damaged to list: the read reports instead
+    for topic, role, actual in (("/camera/camera_info", "image", "sensor_msgs/msg/CameraInfo"),
+                                ("/note", "image", "std_msgs/msg/String"),
+                                ("/lidar", "gt_depth", "sensor_msgs/msg/PointCloud2"),
+                                ("/camera/image", "camera_info", "sensor_msgs/msg/Image")):
+        with pytest.raises(TopicTypeError, match=rf"^{role} topic '{topic}' has type {actual}, expected [^\n]+$"):
+            check_topic_type(topics, topic, role)
+    with pytest.raises(ValueError, match=r"image topic '/cam' is not in the bag; its topics: /camera/camera_info"):
+        check_topic_type(topics, "/cam", "image")
 
 
 def test_ros1_bag_is_read(tmp_path, synthetic_frames):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -123,6 +124,46 @@ def test_validate_gives_one_clear_error(change, message):
         camera.validate()
     with pytest.raises(ValueError, match=message):
         camera.ray_grid()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(K=np.diag([5e-324, 50.0, 1.0])), r"focal length fx=5e-324 px is absurd"),  # denormal
+        (dict(K=np.diag([50.0, 1e300, 1.0])), r"focal length fy=1e\+300 px is absurd"),
+        (dict(K=np.array([[50.0, 0, 1e200], [0, 50.0, 23.5], [0, 0, 1]])), "more than 90 degrees off the optical axis"),
+        (dict(D=np.array([1e30, 0, 0, 0, 0]), distortion_model="plumb_bob"), "cannot be inverted"),
+        (dict(D=np.array([1e308, 0, 0, 0, 0]), distortion_model="plumb_bob"), "cannot be inverted"),
+        (dict(D=np.full(8, 1e30), distortion_model="rational_polynomial"), "cannot be inverted"),
+        (dict(D=np.array([0, 0, 1e30, 0, 0]), distortion_model="plumb_bob"), "cannot be inverted"),
+        (dict(D=np.array([-1000.0, 0, 0, 0, 0]), distortion_model="plumb_bob"), "cannot be inverted"),
+        (dict(D=np.array([1e308, 0, 0, 0]), distortion_model="equidistant"), "cannot be inverted"),
+    ],
+)
+def test_validate_rejects_absurd_focal_lengths_and_distortion_without_numpy_warnings(change, message):
+    fields = dict(width=64, height=48, K=np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]]), D=np.zeros(5),
+                  distortion_model="none")
+    fields.update(change)
+    camera = CameraModel(**fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy RuntimeWarning fails the test
+        with pytest.raises(ValueError, match=message):
+            camera.validate()
+        with pytest.raises(ValueError, match=message):
+            camera.ray_grid()
+
+
+def test_validate_accepts_real_lenses_and_fisheye_beyond_180_degrees():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CameraModel(640, 480, K_FULL, np.array([-0.28, 0.07, 0.001, 0.001, 0.0]), "plumb_bob").validate()
+        CameraModel(640, 480, K_FULL, np.array([-0.3, 0.1, 0.0, 0.0, 0.0, -0.1, 0.05, 0.0]),
+                    "rational_polynomial").validate()
+        # 200-degree equidistant fisheye: corner rays past 90 degrees are clipped, not an error
+        fisheye = CameraModel(640, 480, np.array([[640 / 3.5, 0, 319.5], [0, 640 / 3.5, 239.5], [0, 0, 1]]),
+                              np.array([0.01, 0.0, 0.0, 0.0]), "equidistant")
+        fisheye.validate()
+        assert np.isfinite(fisheye.ray_grid().numpy()).all()
 
 
 def test_uncalibrated_camera_info_is_rejected_clearly():

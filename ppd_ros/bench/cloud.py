@@ -27,6 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def open3d_unavailable_reason(error: BaseException) -> str:
+    """Why ``import open3d`` failed, with the fix (the baseline is skipped, not the benchmark)."""
+    text = str(error).strip()
+    if "libusb" in text:  # the pip wheel links against a system library pip cannot install
+        return (f"open3d is installed but cannot load libusb-1.0.so.0 ({text}); install the system package: "
+                f"sudo apt install libusb-1.0-0 (Debian/Ubuntu)")
+    return f"open3d is not importable ({text}); install it with pip install \".[bench]\" (open3d-cpu)"
+
+
 def _median_ms(function, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         function()
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         import open3d
     except (ImportError, OSError) as error:  # a missing system library surfaces as either
         open3d = None
-        missing = f"open3d is not importable ({error}); install `open3d-cpu` (or `open3d`) for the SOR baseline"
+        missing = open3d_unavailable_reason(error)
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

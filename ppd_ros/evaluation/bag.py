@@ -49,6 +49,7 @@ class ReadLog:
     messages_read: int = 0
     damage: str | None = None
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the bag was read, when not the usual way
 
     def skip(self, reason: str) -> None:
         self.skipped.append(reason)
@@ -57,6 +58,7 @@ class ReadLog:
         parts = [f"{self.messages_read} messages read ({self.storage}, {self.reader})"]
         if self.expected_messages is not None:
             parts.append(f"{self.expected_messages} expected")
+        parts += self.notes
         if self.damage:
             parts.append(f"damage: {self.damage}")
         if self.skipped:
@@ -78,15 +80,63 @@ def storage_files(path: Path) -> list[tuple[Path, str]]:
     return found
 
 
+def _reader_sources(path: Path) -> tuple[list[Path], str | None]:
+    """What to hand to rosbags' AnyReader: the bag itself, or, for a rosbag2 folder without
+    metadata.yaml (a recording killed before it was written, a copied folder), its storage files
+    one by one (each MCAP / sqlite3 file carries its own topic table); plus a note saying so."""
+    files = storage_files(path)
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
+        return [path], None
+    names = ", ".join(file.name for file, _ in files)
+    return [file for file, _ in files], f"{path} has no metadata.yaml: read its storage files directly ({names})"
+
+
 def list_topics(path: str | Path) -> dict[str, str]:
-    """topic -> message type of a bag (empty when the bag cannot be opened)."""
+    """topic -> message type of a bag (empty when the bag cannot be opened).
+
+    Raises FileNotFoundError naming ``path`` when there is no such file or folder.
+    """
     from rosbags.highlevel import AnyReader
 
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such bag: {path}")
     try:
-        with AnyReader([Path(path)], default_typestore=typestore()) as reader:
+        sources, _ = _reader_sources(path)
+        with AnyReader(sources, default_typestore=typestore()) as reader:
             return {c.topic: c.msgtype for c in reader.connections}
     except Exception:  # noqa: BLE001 - a damaged bag simply lists nothing here
         return {}
+
+
+# Message types ppd eval-bag accepts per topic role (rosbags spells them pkg/msg/Type).
+EXPECTED_TOPIC_TYPES = {
+    "image": ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
+    "camera_info": ("sensor_msgs/msg/CameraInfo",),
+    "gt_depth": ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"),
+    "gt_points": ("sensor_msgs/msg/PointCloud2",),
+    "metric_reference_depth_image": ("sensor_msgs/msg/Image",),
+    "metric_reference_pointcloud": ("sensor_msgs/msg/PointCloud2",),
+}
+
+
+class TopicTypeError(ValueError):
+    """A topic that is missing from the bag or has a message type its role cannot use."""
+
+
+def check_topic_type(topics: dict[str, str], topic: str, role: str) -> None:
+    """Raise :class:`TopicTypeError` (one line) when ``topic`` is missing from ``topics`` (from
+    :func:`list_topics`) or its type is not one of ``EXPECTED_TOPIC_TYPES[role]``. An empty
+    ``topics`` (a bag too damaged to list) passes: the read itself reports what it finds."""
+    if not topics:
+        return
+    expected = EXPECTED_TOPIC_TYPES[role]
+    if topic not in topics:
+        listed = ", ".join(f"{name} ({kind})" for name, kind in sorted(topics.items()))
+        raise TopicTypeError(f"{role} topic {topic!r} is not in the bag; its topics: {listed}")
+    actual = topics[topic].replace("/msg/", "/")
+    if actual not in {kind.replace("/msg/", "/") for kind in expected}:
+        raise TopicTypeError(f"{role} topic {topic!r} has type {topics[topic]}, expected {' or '.join(expected)}")
 
 
 def read_messages(path: str | Path, topics: set[str], log: ReadLog) -> Iterator[BagMessage]:
@@ -97,8 +147,11 @@ def read_messages(path: str | Path, topics: set[str], log: ReadLog) -> Iterator[
     files = storage_files(path)
     log.storage = "+".join(sorted({kind for _, kind in files}))
     store = typestore()
-    reader = AnyReader([path], default_typestore=store)
+    sources, note = _reader_sources(path)
+    if note:
+        log.notes.append(note)
     try:
+        reader = AnyReader(sources, default_typestore=store)
         reader.open()
     except Exception as error:  # noqa: BLE001 - rosbags raises several error types for damage
         log.reader = "recovery scan"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ppd_ros.evaluation import metrics as M
-from ppd_ros.evaluation.bag import ReadLog, StampPairer, list_topics, read_messages
+from ppd_ros.evaluation.bag import ReadLog, StampPairer, check_topic_type, list_topics, read_messages
 from ppd_ros.evaluation.report import (
     OutputBag, WorstFrames, error_map_image, histogram_plot, line_plot, table, write_csv, write_markdown,
 )
@@ -32,7 +32,6 @@ from ppd_ros.parameters import ParameterError, default_values, read_params_file,
 
 STAGES = ("decode_s", "model_s", "metric_s", "geometry_s", "metrics_s", "write_s")
 SEQUENCE_SAMPLES_PER_FRAME = 2000
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 
 
@@ -70,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-points", action="store_true", help="do not write point clouds to the output bag")
     parser.add_argument("--worst-frames", type=int, default=3, help="error maps of this many worst frames")
     parser.add_argument("--output", default=None, help="output folder (default: <bag>_eval beside the bag)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output bag of an earlier run")
     add_model_arguments(parser, default=None, choices=IMAGE_MODEL_NAMES + VIDEO_MODEL_NAMES,
                         model_help="default: the node's model (ppd-da2; video mode: ppvd)")
     parser.set_defaults(steps=None, device=None, seed=None)
@@ -113,15 +113,6 @@ def _video_models() -> tuple[str, ...]:
     return VIDEO_MODEL_NAMES
 
 
-def check_topic_types(topics: dict[str, str], wanted: dict[str, tuple[str, tuple[str, ...]]]) -> None:
-    """``wanted``: role -> (topic, accepted types). One clear line for a missing or mistyped topic."""
-    for role, (topic, types) in wanted.items():
-        if topic not in topics:
-            raise ValueError(f"{role} topic {topic!r} is not in the bag; topics: {', '.join(sorted(topics))}")
-        if topics[topic] not in types:
-            raise ValueError(f"{role} topic {topic!r} has type {topics[topic]}, expected {' or '.join(types)}")
-
-
 # ------------------------------------------------------------------------------- per-frame evaluation
 @dataclass
 class GroundTruth:
@@ -136,7 +127,7 @@ class Evaluation:
     def __init__(self, args, config, out_dir: Path):
         self.args = args
         self.config = config
-        self.out_bag = OutputBag(out_dir / "depth.mcap", with_points=not args.no_points)
+        self.out_bag = OutputBag(out_dir / "depth", with_points=not args.no_points, overwrite=args.overwrite)
         self.rows: list[dict] = []
         self.worst = WorstFrames(args.worst_frames)
         self.previous = None  # (evaluated depth, gt, valid) of the last frame
@@ -282,21 +273,16 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such bag: {bag}")
     config = node_config(args)
     topics = list_topics(bag)
+    check_topic_type(topics, args.image_topic, "image")
+    for topic, role in ((args.camera_info_topic, "camera_info"), (args.gt_depth_topic, "gt_depth"),
+                        (args.gt_points_topic, "gt_points"),
+                        (args.metric_reference_topic, f"metric_reference_{config.metric_reference_type}")):
+        if topic:
+            check_topic_type(topics, topic, role)
     gt_topic = args.gt_depth_topic or args.gt_points_topic
-    if topics:
-        wanted_types = {"image": (args.image_topic, IMAGE_TYPES)}
-        if args.camera_info_topic:
-            wanted_types["camera_info"] = (args.camera_info_topic, ("sensor_msgs/msg/CameraInfo",))
-        if args.gt_depth_topic:
-            wanted_types["GT depth"] = (args.gt_depth_topic, IMAGE_TYPES)
-        if args.gt_points_topic:
-            wanted_types["GT points"] = (args.gt_points_topic, (CLOUD_TYPE,))
-        if args.metric_reference_topic:
-            reference_type = ("sensor_msgs/msg/Image",) if config.metric_reference_type == "depth_image" else (CLOUD_TYPE,)
-            wanted_types["metric reference"] = (args.metric_reference_topic, reference_type)
-        check_topic_types(topics, wanted_types)
     out_dir = Path(args.output) if args.output else bag.parent / f"{bag.stem}_eval"
     out_dir.mkdir(parents=True, exist_ok=True)
+    evaluation = Evaluation(args, config, out_dir)  # refuses an existing output bag unless --overwrite
 
     options = BackendOptions(device=config.device, steps=config.steps, target_area=config.target_area or None,
                              seed=config.seed, weights_dir=config.weights_dir or None,
@@ -304,7 +290,6 @@ def run(args: argparse.Namespace) -> int:
     backend = create_backend(model_spec(config.model_name), options, backend=config.backend)
     processor = FrameProcessor(backend, config)
     wanted_outputs = () if args.no_points else (CLOUD,)
-    evaluation = Evaluation(args, config, out_dir)
     log = ReadLog(str(bag))
     pairer = StampPairer(int(args.stamp_tolerance * 1e9), expect_references=gt_topic is not None)
     infos, references = StampedBuffer(), StampedBuffer(capacity=32)
@@ -434,7 +419,9 @@ def write_report(out_dir: Path, args, config, evaluation: Evaluation, log: ReadL
         ("Latency", table(latency)),
         ("Plots", ["![metrics over time](metrics_over_time.png)", "", "![latency](latency_histogram.png)"]),
         ("Worst frames", worst_lines or ["no frame had GT"]),
-        ("Outputs", ["- `depth.mcap`: what the node publishes for these frames: /ppd/depth, "
-                     "/ppd/depth/camera_info, /ppd/points, /ppd/depth_frame",
+        ("Outputs", ["- `depth/` (a rosbag2 bag, `depth/depth_0.mcap`): what the node publishes for these frames: "
+                     "/ppd/depth, /ppd/depth/camera_info, /ppd/points, /ppd/depth_frame. Open it in Foxglove "
+                     "(the .mcap file), replay it with `ros2 bag play depth` (ppd_ros/msg/DepthFrame needs the "
+                     "colcon-built ppd_ros sourced), or read it with `rosbags` in Python.",
                      "- `frames.csv`: per-frame metrics, the record fields and stage latencies"]),
     ])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import heapq
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,17 +35,51 @@ def output_typestore():
     return store
 
 
+class OutputExistsError(FileExistsError, ValueError):
+    """The output bag folder exists already and overwriting was not asked for."""
+
+
+def _looks_like_bag(path: Path) -> bool:
+    """A folder holding only what a rosbag2 bag holds (metadata.yaml, .mcap / .db3 files)."""
+    return path.is_dir() and all(p.is_file() and (p.name == "metadata.yaml" or p.suffix in (".mcap", ".db3"))
+                                 for p in path.iterdir())
+
+
 class OutputBag:
     """MCAP rosbag2 (version 9) with ``<prefix>/depth``, ``<prefix>/depth/camera_info``,
-    ``<prefix>/points`` and ``<prefix>/depth_frame``, stamped like the source images."""
+    ``<prefix>/points`` and ``<prefix>/depth_frame``, stamped like the source images.
 
-    def __init__(self, path: str | Path, prefix: str = "/ppd", with_points: bool = True):
+    ``path`` is the bag folder, named as rosbag2 names it: ``NAME/`` holding ``metadata.yaml`` and
+    ``NAME_0.mcap`` (a trailing ``.mcap`` in ``path`` is dropped). An existing folder raises
+    :class:`OutputExistsError` unless ``overwrite``, which replaces it only if it holds nothing
+    but bag files.
+    """
+
+    def __init__(self, path: str | Path, prefix: str = "/ppd", with_points: bool = True,
+                 overwrite: bool = False):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
+        path = Path(path)
+        self.path = path.with_suffix("") if path.suffix == ".mcap" else path
+        if self.path.exists():
+            if not overwrite:
+                raise OutputExistsError(f"output bag {self.path} exists already; remove it, choose another "
+                                        f"output folder, or overwrite it (--overwrite)")
+            if not _looks_like_bag(self.path):
+                raise OutputExistsError(f"output bag {self.path} exists and holds files that are not part of "
+                                        f"a bag; not deleting it")
+            shutil.rmtree(self.path)
         self.store = output_typestore()
         self.types = self.store.types
-        self.writer = Writer(Path(path), version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
+        # rosbags names the storage file NAME.mcap; rosbag2 (and tools that expect its layout) NAME_0.mcap.
+        # The file is open already: renaming it keeps the handle, and the metadata takes the new name.
+        storage = self.writer.storage
+        self.storage_file = self.path / f"{self.path.name}_0.mcap"
+        if getattr(storage, "path", None) is not None and Path(storage.path) != self.storage_file:
+            Path(storage.path).rename(self.storage_file)
+            storage.path = self.storage_file
         add = self.writer.add_connection
         self.depth = add(f"{prefix}/depth", "sensor_msgs/msg/Image", typestore=self.store)
         self.info = add(f"{prefix}/depth/camera_info", "sensor_msgs/msg/CameraInfo", typestore=self.store)
@@ -220,15 +255,18 @@ def line_plot(series: dict[str, list[float]], title: str, x_label: str, path: st
     for k, (name, raw) in enumerate(series.items()):
         colour = PLOT_COLOURS[k % len(PLOT_COLOURS)]
         data = np.asarray(raw, dtype=np.float64)
+        finite = np.isfinite(data)
+        # pixel positions only for finite values: NaN / inf are missing (gaps), never converted to int
         points = [(int(x0 + (x1 - x0) * i / max(n - 1, 1)), int(y0 - (y0 - y1) * (v - lo) / (hi - lo)))
-                  for i, v in enumerate(data)]
-        for i in range(len(points) - 1):
-            if np.isfinite(data[i]) and np.isfinite(data[i + 1]):
-                cv2.line(canvas, points[i], points[i + 1], colour, 1, cv2.LINE_AA)
-        for i, point in enumerate(points):
-            if np.isfinite(data[i]):
+                  if finite[i] else None for i, v in enumerate(data)]
+        for a, b in zip(points, points[1:]):
+            if a is not None and b is not None:
+                cv2.line(canvas, a, b, colour, 1, cv2.LINE_AA)
+        for point in points:
+            if point is not None:
                 cv2.circle(canvas, point, 2, colour, -1)
-        cv2.putText(canvas, name, (width - 160, 36 + 14 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+        label = name if finite.any() else f"{name} (no values)"
+        cv2.putText(canvas, label, (width - 160, 36 + 14 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
     cv2.imwrite(str(path), canvas)
 
 
@@ -251,8 +289,11 @@ def histogram_plot(values: list[float], title: str, x_label: str, path: str | Pa
 
 # ------------------------------------------------------------------------------- markdown
 def _format(value) -> str:
-    if isinstance(value, float):
-        return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+    """A table cell: floats to 4 significant digits, NaN / inf / None as "n/a"."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (float, np.floating)):
+        return "n/a" if not math.isfinite(value) else f"{float(value):.4g}"
     return str(value)
 
 

@@ -20,6 +20,16 @@ _MODEL_COEFFICIENTS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 
 _MODEL_ALIASES = {"": "none", "pinhole": "none"}
 
 _RAY_GRID_CACHE_SIZE = 8
+_VALIDATED_CACHE_SIZE = 64
+_validated_cameras: OrderedDict = OrderedDict()
+_validated_lock = threading.Lock()
+
+# validate(): focal lengths between these multiples of the image's larger side (fields of view
+# of ~180 degrees down to ~0.0006 degrees), rays at most this slope (89.94 degrees off axis), and
+# an undistortion that re-distorts to within this many pixels of where it started.
+FOCAL_TO_SIZE_RANGE = (1e-3, 1e5)
+MAX_RAY_SLOPE = 1e3
+MAX_UNDISTORTION_RESIDUAL_PX = 0.05
 _ray_grid_cache: OrderedDict = OrderedDict()
 _ray_grid_lock = threading.Lock()
 
@@ -169,7 +179,25 @@ class CameraModel:
 
     # ----------------------------------------------------------------------------- checks
     def validate(self) -> None:
-        """Raise ``ValueError`` with one clear message when the camera cannot be used."""
+        """Raise ``ValueError`` with one clear message when the camera cannot be used.
+
+        Besides sizes and finite values: focal lengths must be normal floats within
+        :data:`FOCAL_TO_SIZE_RANGE` of the image size, and on a grid of sample pixels the rays must
+        be finite, within ~90 degrees of the axis, and (with distortion) the undistortion must
+        converge. No numpy warnings are printed. Passing cameras are remembered (cheap per frame).
+        """
+        key = self._key()
+        with _validated_lock:
+            if key in _validated_cameras:
+                _validated_cameras.move_to_end(key)
+                return
+        self._validate()
+        with _validated_lock:
+            _validated_cameras[key] = True
+            while len(_validated_cameras) > _VALIDATED_CACHE_SIZE:
+                _validated_cameras.popitem(last=False)
+
+    def _validate(self) -> None:
         if self.width <= 0 or self.height <= 0:
             raise ValueError(
                 f"camera size {self.width}x{self.height} is invalid (CameraInfo width/height must be > 0)"
@@ -178,6 +206,14 @@ class CameraModel:
             raise ValueError(f"camera matrix K has non-finite values: {self.K.tolist()}")
         if not (self.fx > 0.0 and self.fy > 0.0):
             raise ValueError(f"focal length must be > 0, got fx={self.fx}, fy={self.fy} (uncalibrated camera?)")
+        size = max(self.width, self.height)
+        low, high = FOCAL_TO_SIZE_RANGE
+        for name, value in (("fx", self.fx), ("fy", self.fy)):
+            if value < np.finfo(np.float64).tiny or not low <= value / size <= high:
+                raise ValueError(
+                    f"focal length {name}={value!r} px is absurd for a {self.width}x{self.height} image (expected "
+                    f"{low:g} to {high:g} times the larger side, {low * size:g} to {high * size:g} px); check the "
+                    f"calibration")
         if self.distortion_model not in DISTORTION_MODELS:
             raise ValueError(
                 f"unknown distortion model {self.distortion_model!r}; supported: {', '.join(DISTORTION_MODELS)}"
@@ -186,6 +222,48 @@ class CameraModel:
             raise ValueError(f"distortion coefficients D have non-finite values: {self.D.tolist()}")
         if self.P is not None and not np.all(np.isfinite(self.P)):
             raise ValueError(f"projection matrix P has non-finite values: {self.P.tolist()}")
+        self._check_rays()
+
+    def _check_rays(self) -> None:
+        """Rays of a 9x9 grid of pixels spanning the image: finite, not beyond ~90 degrees off axis
+        (|x|, |y| <= :data:`MAX_RAY_SLOPE`), and with distortion a converged undistortion."""
+        v, u = np.meshgrid(np.linspace(0, self.height - 1, 9), np.linspace(0, self.width - 1, 9), indexing="ij")
+        with np.errstate(all="ignore"):
+            yd = (v - self.cy) / self.fy
+            xd = (u - self.cx - self.K[0, 1] * yd) / self.fx
+            if not (np.all(np.isfinite(xd) & np.isfinite(yd)) and np.abs(xd).max() <= MAX_RAY_SLOPE
+                    and np.abs(yd).max() <= MAX_RAY_SLOPE):
+                raise ValueError(
+                    f"camera matrix K {self.K.tolist()} puts image pixels more than 90 degrees off the optical axis "
+                    f"(principal point far outside the {self.width}x{self.height} image or skew absurd)")
+            if not self.is_distorted:
+                return
+            x, y, residual, beyond = self._undistort_checked(xd, yd)
+            residual_px = residual * min(self.fx, self.fy)
+            bad = ~np.isfinite(residual_px) | (residual_px > MAX_UNDISTORTION_RESIDUAL_PX)
+            bad |= ~beyond & ~(np.isfinite(x) & np.isfinite(y)
+                               & (np.abs(x) <= MAX_RAY_SLOPE) & (np.abs(y) <= MAX_RAY_SLOPE))
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{self.distortion_model} distortion D={self.D.tolist()} cannot be inverted over the "
+                f"{self.width}x{self.height} image: at {int(bad.sum())} of {bad.size} sample pixels "
+                f"(e.g. u={u[row, col]:.0f}, v={v[row, col]:.0f}) the undistortion does not converge or gives a "
+                f"non-finite or absurd ray; check the calibration")
+
+    def _undistort_checked(self, xd: np.ndarray, yd: np.ndarray):
+        """(x, y, residual, beyond): :meth:`undistort` plus how far re-distorting misses (xd, yd) in
+        normalised units, and (equidistant) where the ray lies beyond 90 degrees (z = 1 rays cannot
+        hold it; those pixels are clipped, not wrong)."""
+        if self.distortion_model == "equidistant":
+            theta_d = np.hypot(xd, yd)
+            theta = self._equidistant_theta(theta_d, 20)
+            residual = np.abs(self._equidistant_theta_d(theta) - theta_d)
+            x, y = self._undistort_equidistant(xd, yd, 20)
+            return x, y, residual, theta >= math.pi / 2 - 1e-6
+        x, y = self.undistort(xd, yd)
+        fx, fy = self.distort(x, y)
+        return x, y, np.hypot(fx - xd, fy - yd), np.zeros(x.shape, bool)
 
     # ----------------------------------------------------------------------------- resizing
     def scaled_to(self, width: int, height: int) -> "CameraModel":
@@ -274,16 +352,25 @@ class CameraModel:
                 break
         return x, y
 
-    def _undistort_equidistant(self, xd, yd, iterations):
+    def _equidistant_theta_d(self, theta: np.ndarray) -> np.ndarray:
         c = self._coefficients()
-        theta_d = np.hypot(xd, yd)
+        t2 = theta * theta
+        return theta * (1.0 + t2 * (c[0] + t2 * (c[1] + t2 * (c[2] + t2 * c[3]))))
+
+    def _equidistant_theta(self, theta_d: np.ndarray, iterations: int) -> np.ndarray:
+        """Angle off axis whose distorted angle is ``theta_d`` (Newton), not clipped."""
+        c = self._coefficients()
         theta = theta_d.copy()
         for _ in range(iterations):
             t2 = theta * theta
-            f = theta * (1.0 + t2 * (c[0] + t2 * (c[1] + t2 * (c[2] + t2 * c[3])))) - theta_d
+            f = self._equidistant_theta_d(theta) - theta_d
             df = 1.0 + t2 * (3.0 * c[0] + t2 * (5.0 * c[1] + t2 * (7.0 * c[2] + t2 * 9.0 * c[3])))
             theta = theta - f / np.where(np.abs(df) < 1e-12, 1e-12, df)
-        theta = np.clip(theta, 0.0, math.pi / 2 - 1e-6)
+        return theta
+
+    def _undistort_equidistant(self, xd, yd, iterations):
+        theta_d = np.hypot(xd, yd)
+        theta = np.clip(self._equidistant_theta(theta_d, iterations), 0.0, math.pi / 2 - 1e-6)
         scale = np.where(theta_d > 1e-12, np.tan(theta) / np.maximum(theta_d, 1e-12), 1.0)
         return xd * scale, yd * scale
 
