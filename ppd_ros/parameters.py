@@ -121,6 +121,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # input
     _p("input_transport", "raw", "raw: subscribe to `image` (sensor_msgs/Image); compressed: subscribe to "
        "`image/compressed` (sensor_msgs/CompressedImage, jpeg or png).", "input", choices=("raw", "compressed")),
+    _p("max_image_pixels", 8192 * 8192, "Compressed images whose JPEG/PNG header claims more pixels than this "
+       "are refused before decoding (decompression bombs); raw images are bounded by their message size.",
+       "input", minimum=1, change=LIVE),
     _p("image_is_rectified", False, "true: the image is rectified, use CameraInfo P (no distortion); false: use "
        "K and D.", "input", change=LIVE),
     _p("sync_tolerance", 0.01, "Seconds: an image pairs with the CameraInfo of the nearest stamp within this "
@@ -226,6 +229,7 @@ class DepthConfig:
     video_queue_size: int
     video_max_gap: float
     input_transport: str
+    max_image_pixels: int
     image_is_rectified: bool
     sync_tolerance: float
     camera_info_size_mismatch: str

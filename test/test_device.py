@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppd_ros import engine
 from ppd_ros.device import DeviceError, resolve_device
 
 
@@ -12,7 +11,6 @@ def test_auto_and_cpu():
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
-    assert engine.resolve_device is resolve_device
 
 
 def test_unknown_device_is_one_line():

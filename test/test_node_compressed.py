@@ -134,3 +134,22 @@ def test_bad_input_gives_one_clear_error_then_next_frame_is_served(ros, frames, 
     good_stamp = send(client, good, index + 1, "png", info=camera_info_msg(camera, make_stamp(index + 1), FRAME_ID))
     client.wait_for("points", same_stamp(good_stamp))
     assert len(node.matching(stamp_text(bad_stamp))) == 1, node.matching(stamp_text(bad_stamp))
+
+
+def test_a_flood_of_decompression_bombs_is_refused_fast_logged_once_and_good_frames_served(ros, frames):
+    from test_decode_limits import jpeg_bomb
+
+    client, node = ros
+    (rgb, good, _), camera = frames
+    bombs = [make_stamp(40 + i) for i in range(10)]
+    for i, stamp in enumerate(bombs):  # 20 Hz of ~600-byte JPEGs claiming 20000 x 20000 pixels
+        send(client, rgb, 40 + i, "jpeg", info=camera_info_msg(camera, stamp, FRAME_ID), data=jpeg_bomb())
+        time.sleep(0.05)
+    good_stamp = send(client, good, 60, "png", info=camera_info_msg(camera, make_stamp(60), FRAME_ID))
+    client.wait_for("points", same_stamp(good_stamp), timeout=10)
+    refused = node.matching("[ERROR]", "above the limit")
+    assert len(refused) == 1, refused  # one line per cause every few seconds, the rest counted
+    assert len(refused[0]) < 500 and "20000x20000" in refused[0].replace(" x ", "x")
+    values = diagnostic_values(client.wait_for("/diagnostics", lambda m: (v := diagnostic_values(m)) is not None
+                                               and int(v["skipped_frames"]) >= 10))
+    assert int(values["skipped_frames"]) >= 10

@@ -192,7 +192,7 @@ def test_cameras_batched_together_equal_each_alone(image_backend):
     bad = FrameProcessor(image_backend, config, "bad")
     outcomes = process_frames([(front, frames[0], (CLOUD,)), (rear, frames[1], (CLOUD,)), (bad, frames[2], ())])
     assert isinstance(outcomes[2][2], FrameRejected)  # a bad frame of one camera does not stop the others
-    for (processor, frame, results), seed in zip(outcomes[:2], (1, 2)):
+    for (_, frame, results), seed in zip(outcomes[:2], (1, 2)):
         alone = FrameProcessor(image_backend, config).submit(FrameInput(_rgb(seed=seed), 0, _camera()), (CLOUD,))[0]
         assert results[0].input is frame
         np.testing.assert_allclose(results[0].depth, alone.depth, rtol=1e-5, atol=1e-6)

@@ -324,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
                     images_seen += 1
                     start = time.perf_counter()
                     compressed = message.msgtype.endswith("CompressedImage")
-                    rgb = compressed_to_rgb8(message.msg) if compressed else image_to_rgb8(message.msg)
+                    rgb = (compressed_to_rgb8(message.msg, max_pixels=config.max_image_pixels) if compressed
+                           else image_to_rgb8(message.msg))
                     decode_s = time.perf_counter() - start
                     info = infos.nearest(stamp, config.sync_tolerance)
                     camera = camera_info_to_model(info, rectified=config.image_is_rectified) if info else None

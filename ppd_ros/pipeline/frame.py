@@ -7,22 +7,20 @@ The depth node, ``ppd eval-bag``, ``ppd bench node`` and the demo all go through
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable
 
-import cv2
 import numpy as np
-import torch
 
 from ppd_ros.backends.base import DepthBackend, DepthOutput
 from ppd_ros.colormap import inverse_depth_rgb
 from ppd_ros.geometry.camera import CameraModel
-from ppd_ros.geometry.cloud import RemovalCounts, depth_to_cloud
+from ppd_ros.geometry.cloud import RemovalCounts
 from ppd_ros.geometry.resize import resize_nearest
 from ppd_ros.metric import LidarProjector
 from ppd_ros.parameters import DepthConfig
+from ppd_ros.pipeline.cloud import colour_cloud
 from ppd_ros.pipeline.metric_depth import (FrameDepth, MetricDepth, depth_image_reference, moge_camera,
                                            moge_reference, pointcloud_reference)
 from ppd_ros.pipeline.pairing import stamp_text
@@ -236,10 +234,8 @@ class FrameProcessor:
         out_camera = camera.scaled_to(width, height) if camera is not None else None
         cloud = removal = None
         if out_camera is not None and CLOUD in waiting.wanted:
-            colours = frame.rgb if (height, width) == frame.rgb.shape[:2] else cv2.resize(
-                frame.rgb, (width, height), interpolation=cv2.INTER_AREA)
-            cloud, removal = depth_to_cloud(depth, out_camera, rgb=colours, filter=config.filter_flying_pixels,
-                                            keep_organized=config.keep_organized, **config.filter_thresholds)
+            cloud, removal = colour_cloud(depth, out_camera, frame.rgb, config.filter_flying_pixels,
+                                          config.keep_organized, config.filter_thresholds)
         depth_np = depth.detach().cpu().numpy().astype(np.float32, copy=False)
         relative = resize_nearest(output.relative, height, width).detach().float().cpu().numpy()
         timings["geometry"] = time.perf_counter() - start

@@ -19,6 +19,7 @@ comes out later with its own header once its window ran.
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -49,6 +50,8 @@ except ImportError:
     DepthFrame = None
 
 NODE_NAME = "ppd_depth"
+MAX_ERROR_CHARS = 300  # echoed input (an encoding string, a format) is cut there in log lines
+ERROR_THROTTLE_S = 5.0  # one error line per cause and camera in this time; the rest are counted
 FASTDDS_HINT = ("camera_info arrives on {info} but no image on {image} for {seconds:.0f} s: Fast DDS silently "
                 "drops multi-megabyte images without its shared-memory profile. In EVERY process that "
                 "publishes or subscribes images (the camera driver's too): export "
@@ -124,6 +127,7 @@ class Camera:
     last_push: float = 0.0  # monotonic time of the last frame pushed to a video stream
     latency_frames: deque = field(default_factory=lambda: deque(maxlen=30))
     warned: set = field(default_factory=set)
+    error_log: dict = field(default_factory=dict)  # (error type, message start) -> (last logged, suppressed)
 
     def topic(self, name: str) -> str:
         return f"{self.name}/{name}" if self.name else name
@@ -386,7 +390,7 @@ class DepthNode(LifecycleNode):
             queued[id(frame)] = (camera, wanted)
             if session.config.mode == "video":
                 camera.last_push = time.monotonic()
-        for processor, frame, outcome in process_frames(items):
+        for _, frame, outcome in process_frames(items):
             camera, wanted = queued[id(frame)]
             if isinstance(outcome, FrameRejected):
                 self._skip(camera, stamp_text(frame.stamp_ns), outcome)
@@ -395,8 +399,20 @@ class DepthNode(LifecycleNode):
                 self._publish(session, camera, result, wanted)
 
     def _skip(self, camera: Camera, what: str, error: Exception) -> None:
+        """Count a bad frame; log it once per cause and camera every few seconds, echoed input cut short."""
         camera.stats.frame_skipped()
-        self.get_logger().error(f"{camera.topic('image')}: skipping frame {what}: {error}")
+        text = str(error)
+        if len(text) > MAX_ERROR_CHARS:
+            text = f"{text[:MAX_ERROR_CHARS]}... ({len(text)} characters)"
+        cause = (type(error).__name__, text[:40])
+        now = time.monotonic()
+        last, suppressed = camera.error_log.get(cause, (-math.inf, 0))
+        if now - last < ERROR_THROTTLE_S:
+            camera.error_log[cause] = (last, suppressed + 1)
+            return
+        camera.error_log[cause] = (now, 0)
+        more = f" ({suppressed} more like it in the last {now - last:.0f} s)" if suppressed else ""
+        self.get_logger().error(f"{self._resolved(camera, 'image')}: skipping frame {what}: {text}{more}")
 
     def _frame_input(self, session: Session, camera: Camera, item: QueuedFrame) -> FrameInput:
         """Decode a queued message and pair its CameraInfo and metric reference."""
@@ -406,7 +422,8 @@ class DepthNode(LifecycleNode):
         stamp = _stamp_ns(msg.header)
         start = time.perf_counter()
         try:
-            rgb = compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
+            rgb = (compressed_to_rgb8(msg, max_pixels=config.max_image_pixels) if isinstance(msg, CompressedImage)
+                   else image_to_rgb8(msg))
         except ConversionError as error:
             raise FrameRejected(str(error)) from error
         decode_seconds = time.perf_counter() - start

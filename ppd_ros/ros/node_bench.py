@@ -189,7 +189,6 @@ def measure_cameras(count: int, one_process: bool, args, domain_id: int) -> tupl
     """(frames/s over all cameras, resident MiB of the node processes) in closed loop."""
     import threading
 
-    import numpy as np
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import CameraInfo, Image

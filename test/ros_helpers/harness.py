@@ -230,7 +230,7 @@ def diagnostic_values(msg, name_part: str = "ppd_depth") -> dict[str, str] | Non
 @contextlib.contextmanager
 def running_node(ros_args: list[str], domain_id: int, outputs: dict, image_topic: str = "image",
                  image_type=None, client_name: str = "ppd_test_client", queue_depth: int = 10,
-                 startup_timeout: float = 60.0):
+                 startup_timeout: float = 60.0, info_topic: str = "camera_info"):
     """A depth node process and a connected test client: ``outputs`` (topic -> message type) are
     subscribed, ``client.image_pub`` / ``client.info_pub`` publish the inputs. The node must exit
     cleanly at the end."""
@@ -241,7 +241,7 @@ def running_node(ros_args: list[str], domain_id: int, outputs: dict, image_topic
     for topic, msg_type in outputs.items():
         client.subscribe(topic, msg_type, depth=max(50, queue_depth))
     client.image_pub = client.publisher(image_topic, image_type or Image, depth=queue_depth)
-    client.info_pub = client.publisher("camera_info", CameraInfo, depth=queue_depth)
+    client.info_pub = client.publisher(info_topic, CameraInfo, depth=queue_depth)
     try:
         node.wait_for_line("Output:", timeout=startup_timeout)
         client.wait_until_connected([client.image_pub, client.info_pub])
