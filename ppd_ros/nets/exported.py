@@ -31,9 +31,9 @@ ENCODER_FAMILIES = (DA2, MOGE2)
 FAMILY_NAMES = {DA2: "Depth-Anything-V2 (da2)", MOGE2: "MoGe-2 (moge2)"}
 EMBEDDED = "embedded"
 
-# Registry entries (model/weights.yaml) -> the semantic encoder family they belong to. ppd.pth and
-# ppd_moge.pth have identical shapes: only the name tells which semantic tokens the DiT learnt.
-REGISTRY_FAMILY = {"ppd": DA2, "depth_anything_v2_vitl": DA2, "ppd_moge": MOGE2, "moge2_vitl": MOGE2}
+# Released DiTs (registry names of model/weights.yaml) -> the encoder family they pair with. ppd.pth
+# and ppd_moge.pth have identical shapes: only the name tells which semantic tokens the DiT learnt.
+REGISTRY_DIT_FAMILY = {"ppd": DA2, "ppd_moge": MOGE2}
 # The released encoder of each family.
 REGISTRY_ENCODER = {DA2: "depth_anything_v2_vitl", MOGE2: "moge2_vitl"}
 
@@ -116,12 +116,12 @@ def read_export_metadata(path: str | Path) -> ExportMetadata:
         dit = dict(config["dit"])
         native = config.get("native_size")
         native_size = None if native is None else (int(native["height"]), int(native["width"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ExportError(f"{config_path}: missing or malformed entry {error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ExportError(f"{config_path}: missing or malformed entry ({error})") from None
     if family not in ENCODER_FAMILIES:
         raise ExportError(f"{config_path}: unknown semantic encoder family {family!r}; "
                           f"known: {', '.join(ENCODER_FAMILIES)}")
-    if weights_source != EMBEDDED and REGISTRY_FAMILY.get(weights_source) != family:
+    if weights_source not in (EMBEDDED, REGISTRY_ENCODER[family]):
         raise ExportError(f"{config_path}: encoder weights {weights_source!r} are not a {family} encoder "
                           f"('{EMBEDDED}' or {REGISTRY_ENCODER[family]!r})")
     return ExportMetadata(
@@ -230,5 +230,5 @@ def load_export(path: str | Path, weights_dir: str | Path | None = None, device:
 
 
 __all__ = ["DA2", "EMBEDDED", "ENCODER_FAMILIES", "EXPORT_FORMAT", "ExportError", "ExportMetadata", "MOGE2",
-           "READABLE_FORMATS", "REGISTRY_ENCODER", "REGISTRY_FAMILY", "build_semantic_encoder", "export_json_path",
+           "READABLE_FORMATS", "REGISTRY_DIT_FAMILY", "REGISTRY_ENCODER", "build_semantic_encoder", "export_json_path",
            "is_export", "load_export", "read_export_metadata", "read_semantic_encoder_file", "state_encoder_family"]

@@ -96,7 +96,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
         "dit": {**spec.dit, "semantic_dim": _semantic_dim(spec.dit, dit_state)},
         "semantic_encoder": encoder_info,
         "native_size": None if train_size is None else {"height": int(train_size[0]), "width": int(train_size[1])},
-        "stage": (record or {}).get("stage", hparams.get("stage")),
+        "stage": hparams.get("stage"),
         "global_step": int(ckpt.get("global_step", 0)),
         "source": Path(checkpoint).name,
     }

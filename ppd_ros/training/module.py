@@ -23,7 +23,8 @@ import lightning as L
 from ppd_ros.nets.exported import MOGE2
 from ppd_ros.nets.flow import add_noise, convert_from_velocity, draw_training_timesteps, sample_depth, velocity_target
 from ppd_ros.training.networks import (
-    CHECKPOINT_RECORD, ModelConfigError, NetworkSpec, build_dit, build_encoder, encoder_width, resolve_networks,
+    CHECKPOINT_RECORD, ModelConfigError, NetworkSpec, build_dit, build_encoder, encoder_width, require_weight_files,
+    resolve_networks,
 )
 from ppd_ros.training.targets import CLIP_DEPTH_M, multi_scale_gradient_loss, normalise_depth_target
 
@@ -115,6 +116,7 @@ class PPDTrainingModule(L.LightningModule):
         if train_encoder and spec.encoder_family == MOGE2:
             raise ModelConfigError("model.train_encoder: the MoGe-2 encoder stays frozen in training (as in the "
                                    "official recipe); set train_encoder false")
+        require_weight_files(spec, weights_dir)
         self.semantic_encoder = build_encoder(spec, weights_dir)
         width = encoder_width(self.semantic_encoder)
         dit_config = {"semantic_dim": width, **spec.dit}
@@ -240,7 +242,6 @@ class PPDTrainingModule(L.LightningModule):
             "networks": self.networks.as_dict(),
             "train_size": None if self.train_size is None else list(self.train_size),
             "train_encoder": bool(self.train_encoder),
-            "stage": self.hparams.stage,
             "moge_config": getattr(self.semantic_encoder, "config", None),
         }
 

@@ -17,7 +17,7 @@ import torch
 
 from ppd_ros.nets.dit import PPD_DIT_FULL, PixelDiT, load_ppd_dit
 from ppd_ros.nets.exported import (
-    DA2, EMBEDDED, ENCODER_FAMILIES, FAMILY_NAMES, MOGE2, REGISTRY_ENCODER, REGISTRY_FAMILY, build_semantic_encoder,
+    DA2, EMBEDDED, ENCODER_FAMILIES, FAMILY_NAMES, MOGE2, REGISTRY_DIT_FAMILY, REGISTRY_ENCODER, build_semantic_encoder,
     is_export, read_export_metadata, read_semantic_encoder_file,
 )
 from ppd_ros.nets.semantics import DA2_VITL, DA2SemanticEncoder
@@ -103,8 +103,8 @@ def resolve_networks(dit: Mapping[str, Any] | None, encoder: str | Mapping[str, 
     start_family, start_meta, start_registry = None, None, None
     if dit_weights is not None:
         start_registry = registry_name(dit_weights)
-        if start_registry in REGISTRY_FAMILY:  # ppd.pth / ppd_moge.pth: the same shapes, the name tells
-            start_family = REGISTRY_FAMILY[start_registry]
+        if start_registry in REGISTRY_DIT_FAMILY:  # ppd.pth / ppd_moge.pth: the same shapes, the name tells
+            start_family = REGISTRY_DIT_FAMILY[start_registry]
         else:
             start_registry = None
             path = weights_file(dit_weights, weights_dir, "model.dit_weights")
@@ -134,8 +134,10 @@ def resolve_networks(dit: Mapping[str, Any] | None, encoder: str | Mapping[str, 
     if encoder_weights is None and start_meta is not None:
         # the export's own encoder: embedded in the export file, or the registry file it names
         encoder_weights = dit_weights if start_meta.encoder_weights == EMBEDDED else start_meta.encoder_weights
-    elif encoder_weights is None and start_family is not None:
-        encoder_weights = REGISTRY_ENCODER[family]  # ppd -> depth_anything_v2_vitl, ppd_moge -> moge2_vitl
+    elif encoder_weights is None and dit_weights is not None and encoder_config is None:
+        # a released-size DiT file: the released encoder of its family (ppd -> depth_anything_v2_vitl,
+        # ppd_moge -> moge2_vitl), never a randomly initialised one
+        encoder_weights = REGISTRY_ENCODER[family]
     if family == MOGE2 and encoder_weights is None:
         raise ModelConfigError("MoGe-2 semantics need model.encoder_weights: moge2_vitl "
                                "(`ppd fetch-weights moge2_vitl`) or a MoGe-2 model.pt")
@@ -143,6 +145,21 @@ def resolve_networks(dit: Mapping[str, Any] | None, encoder: str | Mapping[str, 
         OFFICIAL_TRAINING_SIZE if start_registry is not None else None)
     return NetworkSpec(dit=dit_config, encoder_family=family, encoder_config=encoder_config,
                        encoder_weights=encoder_weights, dit_weights=dit_weights, native_size=native_size)
+
+
+def require_weight_files(spec: NetworkSpec, weights_dir: str | Path | None = None) -> None:
+    """One error naming every missing file of the spec (each with its ``ppd fetch-weights`` command)."""
+    from ppd_ros.weights import WeightsMissingError
+
+    missing = []
+    for option, value in (("model.dit_weights", spec.dit_weights), ("model.encoder_weights", spec.encoder_weights)):
+        if value is not None:
+            try:
+                weights_file(value, weights_dir, option)
+            except FileNotFoundError as error:
+                missing.append(str(error))
+    if missing:
+        raise WeightsMissingError("; ".join(missing))
 
 
 def registry_encoder(spec: NetworkSpec) -> str | None:
@@ -185,5 +202,5 @@ def build_dit(spec: NetworkSpec, weights_dir: str | Path | None = None) -> Pixel
 
 
 __all__ = ["CHECKPOINT_RECORD", "ModelConfigError", "NetworkSpec", "build_dit", "build_encoder", "encoder_width",
-           "parse_encoder_option", "read_encoder_weights", "registry_encoder", "registry_name", "resolve_networks",
-           "weights_file"]
+           "parse_encoder_option", "read_encoder_weights", "registry_encoder", "registry_name", "require_weight_files",
+           "resolve_networks", "weights_file"]
