@@ -54,7 +54,7 @@ def test_registry_names_resolve_in_the_weights_directory(tmp_path, monkeypatch, 
     assert f"not found in {tmp_path}" in message and "ppd fetch-weights ppd" in message
 
 
-def test_checkpoints_that_run_code_are_refused(tmp_path, capsys):
+def test_checkpoints_that_run_code_are_refused(tmp_path, capsys, monkeypatch):
     from ppd_ros.training.export import main as export_main
     from ppd_ros.training.module import load_training_checkpoint
     from ppd_ros.training.safe_load import UnsafeCheckpointError
@@ -83,6 +83,8 @@ def test_checkpoints_that_run_code_are_refused(tmp_path, capsys):
     assert "refused to load" in capsys.readouterr().err.strip().splitlines()[-1]
     (root / "checkpoints").mkdir(parents=True)
     shutil.copy(evil, root / "checkpoints" / "last.ckpt")  # what `--ckpt_path last` resumes from
+    # Lightning's resume passes our weights_only; without it, this variable would make torch unpickle all
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     assert main(["fit", "--config", str(config), "--ckpt_path", "last"]) == 2
     assert "refused to load" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not marker.exists() and not out.exists()
