@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from conftest import load_golden
 

@@ -16,11 +16,13 @@ import json
 import pickle
 import re
 import sys
+import warnings
 from typing import Any
 
 import torch
 import yaml
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from ppd_ros.nets.checkpoints import CheckpointError
 from ppd_ros.nets.exported import ExportError
@@ -30,6 +32,8 @@ from ppd_ros.training.networks import ModelConfigError
 from ppd_ros.training.safe_load import UnsafeCheckpointError
 
 DEFAULT_SEED = 666  # the official recipe's seed
+# a frozen semantic encoder stays in eval mode on purpose (PPDTrainingModule.train)
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=PossibleUserWarning)
 USER_ERRORS = (ModelConfigError, ExportError, CheckpointError, UnsafeCheckpointError, SampleError, FileNotFoundError)
 
 
