@@ -14,7 +14,7 @@ pytest.importorskip("lightning")
 
 from training_helpers import TINY_MODEL, read_records, tiny_run_config  # noqa: E402
 
-from ppd_ros.engine import TINY_DIT  # noqa: E402
+from ppd_ros.backends.torch_networks import TINY_DIT  # noqa: E402
 from ppd_ros.training import datasets as ds  # noqa: E402
 from ppd_ros.training.targets import (  # noqa: E402
     gradient_matching_loss,
@@ -92,7 +92,9 @@ def test_fit_resume_export_round_trip(tmp_path):
     import os
     import stat
 
-    from ppd_ros.engine import DepthEstimator
+    from ppd_ros.backends.base import BackendOptions
+    from ppd_ros.backends.torch_backend import TorchImageBackend
+    from ppd_ros.model_specs import IMAGE, ModelSpec
     from ppd_ros.nets.exported import EXPORT_FORMAT, load_export, read_export_metadata
     from ppd_ros.training.cli import main
     from ppd_ros.training.export import main as export_main
@@ -128,14 +130,15 @@ def test_fit_resume_export_round_trip(tmp_path):
     for name, value in module.dit.state_dict().items():
         assert torch.equal(dit.state_dict()[name], value), name
 
-    estimator = DepthEstimator(dit, encoder, "tiny", device="cpu", steps=2, seed=5, target_area=meta.native_area)
+    spec = ModelSpec("tiny", IMAGE, meta.encoder_family, "exported tiny", native_area=meta.native_area)
+    backend = TorchImageBackend(dit, encoder, spec, BackendOptions(device="cpu", steps=2, seed=5))
     rgb = ds.SyntheticDataset(1, width=64, height=48, scene_seed=7)[0]["image"]
     rgb_u8 = (rgb * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    prediction = estimator.predict(rgb_u8)
-    assert prediction.size == (48, 64)
+    (output,) = backend.push(rgb_u8, None)
+    assert output.size == (48, 64)
     image01 = torch.from_numpy(rgb_u8).permute(2, 0, 1)[None].float() / 255.0
     expected = module.predict_relative(image01, steps=2, seed=5)[0, 0]
-    assert torch.equal(prediction.depth, expected)
+    assert torch.equal(output.relative, expected)
 
     # fine-tune from the export with nothing but its path: architecture and encoder from its metadata
     config2, root2 = tiny_run_config(tmp_path / "second", max_steps=1,

@@ -12,7 +12,10 @@ pytest.importorskip("lightning")
 
 from training_helpers import TINY_MODEL, tiny_run_config  # noqa: E402
 
-from ppd_ros.engine import TINY_DIT, DepthEstimator  # noqa: E402
+from ppd_ros.backends.base import BackendOptions  # noqa: E402
+from ppd_ros.backends.torch_backend import TorchImageBackend  # noqa: E402
+from ppd_ros.backends.torch_networks import TINY_DIT  # noqa: E402
+from ppd_ros.model_specs import IMAGE, ModelSpec  # noqa: E402
 from ppd_ros.nets.exported import EXPORT_FORMAT, ExportError, load_export, read_export_metadata  # noqa: E402
 
 MOGE_WEIGHTS = ("encoder.", "neck.", "points_head.", "normal_head.", "mask_head.", "scale_head.")
@@ -78,15 +81,15 @@ def test_moge2_semantics_train_export_and_load_as_metric_model(tmp_path, moge_fi
 
     dit, encoder = load_export(out)
     assert isinstance(encoder, MoGe2Model)
-    estimator = DepthEstimator(dit, encoder, "moge-export", device="cpu", steps=1, seed=2,
-                               target_area=meta.native_area)
-    assert estimator.is_metric
+    spec = ModelSpec("moge-export", IMAGE, meta.encoder_family, "exported", native_area=meta.native_area)
+    backend = TorchImageBackend(dit, encoder, spec, BackendOptions(device="cpu", steps=1, seed=2))
+    assert backend.is_metric and spec.is_metric
     rgb = (torch.rand(48, 64, 3, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8).numpy()
-    prediction = estimator.predict(rgb)
-    assert prediction.metric is not None and prediction.metric.depth.shape == (48, 64)
+    (output,) = backend.push(rgb, None)
+    assert output.metric_depth is not None and output.metric_depth.shape == (48, 64)
     module = load_training_checkpoint(last).eval()
     image01 = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
-    torch.testing.assert_close(prediction.depth, module.predict_relative(image01, steps=1, seed=2)[0, 0],
+    torch.testing.assert_close(output.relative, module.predict_relative(image01, steps=1, seed=2)[0, 0],
                                atol=1e-6, rtol=0)
 
 

@@ -16,7 +16,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ppd_ros.engine import TINY_DIT, TINY_ENCODER
+from ppd_ros.backends.torch_networks import TINY_DIT, TINY_ENCODER
 
 TINY_MODEL = dict(dit=dict(TINY_DIT), encoder=dict(embed_dim=TINY_ENCODER.embed_dim, depth=TINY_ENCODER.depth,
                                                    num_heads=TINY_ENCODER.num_heads))
