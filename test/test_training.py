@@ -1,28 +1,26 @@
 """Training: official targets/loss (goldens), optimisation, CLI fit/resume, export round trip, readers."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from conftest import load_golden
 
 pytest.importorskip("lightning")
 
-from ppd_ros.backends.torch_networks import TINY_DIT, TINY_ENCODER  # noqa: E402
+from training_helpers import TINY_MODEL, read_records, tiny_run_config  # noqa: E402
+
+from ppd_ros.backends.torch_networks import TINY_DIT  # noqa: E402
 from ppd_ros.training import datasets as ds  # noqa: E402
 from ppd_ros.training.targets import (  # noqa: E402
     gradient_matching_loss,
     multi_scale_gradient_loss,
     normalise_depth_target,
 )
-
-TINY_MODEL = dict(dit=dict(TINY_DIT), encoder=dataclasses.asdict(TINY_ENCODER))
 
 
 # --- targets and loss against the official functions -------------------------------------------
@@ -90,85 +88,88 @@ def test_few_steps_lower_the_loss(synthetic_batch, stage):
 
 # --- CLI fit, resume, export into the node's estimator ----------------------------------------
 
-def _tiny_config(tmp_path, max_steps):
-    root = tmp_path / "run"
-    config = {
-        "seed_everything": 3,
-        "trainer": {
-            "accelerator": "cpu", "devices": 1, "precision": "bf16-mixed", "max_steps": max_steps,
-            "limit_val_batches": 1, "num_sanity_val_steps": 0, "log_every_n_steps": 1,
-            "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(root),
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": str(root), "name": "tb"}},
-            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                           "init_args": {"dirpath": str(root / "checkpoints"), "save_last": True}}],
-        },
-        "model": {**TINY_MODEL, "stage": "finetune", "lr": 1e-3, "val_steps": 2, "log_images": 1},
-        "data": {
-            "batch_size": 2, "num_workers": 0,
-            "train": [{"format": "synthetic", "num_samples": 4, "width": 80, "height": 60,
-                       "size": [64, 48], "resize": "cover_crop"}],
-            "val": [{"format": "synthetic", "num_samples": 1, "width": 64, "height": 48, "scene_seed": 100}],
-        },
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, root
-
-
 def test_fit_resume_export_round_trip(tmp_path):
-    from ppd_ros.training.cli import main, run_cli
-    from ppd_ros.training.export import export_estimator, load_export, main as export_main, read_export_config
+    import os
+    import stat
+
+    from ppd_ros.backends.base import BackendOptions
+    from ppd_ros.backends.torch_backend import TorchImageBackend
+    from ppd_ros.model_specs import IMAGE, ModelSpec
+    from ppd_ros.nets.exported import EXPORT_FORMAT, load_export, read_export_metadata
+    from ppd_ros.training.cli import main
+    from ppd_ros.training.export import main as export_main
     from ppd_ros.training.module import load_training_checkpoint
 
-    config, root = _tiny_config(tmp_path, max_steps=2)
+    config, root = tiny_run_config(tmp_path, max_steps=2, num_samples=8)  # 4 steps per epoch
     assert main(["fit", "--config", str(config)]) == 0
     last = root / "checkpoints" / "last.ckpt"
     assert last.is_file()
     assert any((root / "tb").rglob("events.out.tfevents.*"))
-    assert torch.load(last, weights_only=False)["global_step"] == 2
+    assert torch.load(last, weights_only=True)["global_step"] == 2
 
-    # resume from the last checkpoint (what `--ckpt_path last` does) and run one more step
-    from lightning.pytorch.callbacks import Callback
-
-    class StartStep(Callback):
-        def on_train_start(self, trainer, pl_module):
-            self.step = trainer.global_step
-
-    config3, _ = _tiny_config(tmp_path, max_steps=3)
-    cli = run_cli(["--config", str(config3)], run=False)
-    start = StartStep()
-    cli.trainer.callbacks.append(start)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
-    assert start.step == 2
-    assert torch.load(last, weights_only=False)["global_step"] == 3
+    # resume mid-epoch from the last checkpoint: the step count and the epoch's data order continue
+    assert main(["fit", "--config", str(config), "--trainer.max_steps", "4", "--ckpt_path", "last"]) == 0
+    batches = read_records(tmp_path / "probe", event="batch")
+    assert [b["step"] for b in batches] == [0, 1, 2, 3]
+    names = [name for b in batches for name in b["names"]]
+    assert sorted(names) == sorted(f"synthetic:{i}" for i in range(8))  # each sample once: nothing replayed
+    assert torch.load(last, weights_only=True)["global_step"] == 4
 
     out = tmp_path / "export" / "tiny.safetensors"
     assert export_main([str(last), str(out)]) == 0
-    config_json = read_export_config(out)
-    assert config_json["dit"]["hidden_size"] == TINY_DIT["hidden_size"]
-    assert config_json["semantic_encoder"]["weights"] == "embedded"
-    assert config_json["global_step"] == 3 and config_json["source"] == "last.ckpt"
+    for path in (out, out.with_suffix(".json")):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644  # readable by a node running as another user
+    meta = read_export_metadata(out)
+    assert meta.format == EXPORT_FORMAT and meta.dit["hidden_size"] == TINY_DIT["hidden_size"]
+    assert meta.encoder_family == "da2" and meta.encoder_weights == "embedded" and not meta.is_metric
+    assert meta.native_size == (48, 64) and meta.native_area == 48 * 64  # the training resolution
+    assert meta.global_step == 4 and meta.source == "last.ckpt"
 
     module = load_training_checkpoint(last).eval()
     dit, encoder = load_export(out)
     for name, value in module.dit.state_dict().items():
         assert torch.equal(dit.state_dict()[name], value), name
 
-    estimator = export_estimator(out, device="cpu", steps=2, seed=5, target_area=64 * 48)
+    spec = ModelSpec("tiny", IMAGE, meta.encoder_family, "exported tiny", native_area=meta.native_area)
+    backend = TorchImageBackend(dit, encoder, spec, BackendOptions(device="cpu", steps=2, seed=5))
     rgb = ds.SyntheticDataset(1, width=64, height=48, scene_seed=7)[0]["image"]
     rgb_u8 = (rgb * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    (output,) = estimator.push(rgb_u8, None)
+    (output,) = backend.push(rgb_u8, None)
     assert output.size == (48, 64)
     image01 = torch.from_numpy(rgb_u8).permute(2, 0, 1)[None].float() / 255.0
     expected = module.predict_relative(image01, steps=2, seed=5)[0, 0]
     assert torch.equal(output.relative, expected)
 
+    # fine-tune from the export with nothing but its path: architecture and encoder from its metadata
+    config2, root2 = tiny_run_config(tmp_path / "second", max_steps=1,
+                                  model={"dit_weights": str(out), "stage": "finetune", "lr": 1e-4})
+    assert main(["fit", "--config", str(config2)]) == 0
+    resumed = load_training_checkpoint(root2 / "checkpoints" / "last.ckpt")
+    assert resumed.dit_config == dict(meta.dit) and resumed.networks.encoder_weights == str(out)
+    for name, value in encoder.state_dict().items():  # the frozen embedded encoder came along unchanged
+        assert torch.equal(resumed.semantic_encoder.state_dict()[name], value), name
+
+
+def test_export_refuses_a_conflicting_architecture(tmp_path):
+    from ppd_ros.training.export import write_export
+    from ppd_ros.training.module import PPDTrainingModule
+    from ppd_ros.training.networks import ModelConfigError
+
+    module = PPDTrainingModule(**TINY_MODEL)
+    out = tmp_path / "tiny.safetensors"
+    write_export(out, module.dit.state_dict(), module.semantic_encoder.state_dict(),
+                 {"dit": module.dit_config, "semantic_encoder": {"family": "da2", "config": TINY_MODEL["encoder"],
+                                                                 "weights": "embedded"},
+                  "native_size": {"height": 48, "width": 64}})
+    with pytest.raises(ModelConfigError, match="differs from the export") as error:
+        PPDTrainingModule(dit={**TINY_DIT, "depth": 2}, dit_weights=str(out))
+    assert "\n" not in str(error.value)
+
 
 def test_cpu_precision_fallback(tmp_path):
     from ppd_ros.training.cli import run_cli
 
-    config, _ = _tiny_config(tmp_path, max_steps=1)
+    config, _ = tiny_run_config(tmp_path, max_steps=1)
     if torch.cuda.is_available():
         pytest.skip("fallback only applies without CUDA")
     cli = run_cli(["--config", str(config)], run=False)

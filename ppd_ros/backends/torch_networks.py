@@ -80,7 +80,7 @@ def load_image_networks(spec: ModelSpec, weights_dir=None, device: torch.device 
         return dit.to(device=device, dtype=dtype).eval(), encoder.to(device=device, dtype=dtype).eval()
     if spec.export_file is not None:
         from ppd_ros.paths import share_dir
-        from ppd_ros.training.export import load_export  # reads nets/ only (no Lightning)
+        from ppd_ros.nets.exported import load_export
 
         path = share_dir() / spec.export_file
         return load_export(path, weights_dir, device=device, dtype=dtype)

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import bisect
 import glob
+import hashlib
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,7 +38,7 @@ import cv2
 import numpy as np
 import lightning as L
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from ppd_ros.msg_decode import (
     camera_info_to_model, compressed_depth_to_metres, compressed_to_rgb8, depth_image_msg_to_metres, image_to_rgb8,
@@ -619,11 +622,79 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+class EpochShardSampler(DistributedSampler):
+    """Training order: one seeded permutation of the whole dataset per epoch, the same on every
+    rank, dealt round-robin to the ranks (disjoint shards, equal length). Resumable mid-epoch:
+    :meth:`state_dict` says how many samples of the epoch the ranks consumed together (counted by
+    :meth:`batch_consumed`), and after :meth:`load_state_dict` that epoch continues behind them.
+
+    Being a DistributedSampler, Lightning leaves it in place under DDP and calls ``set_epoch``.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 data_id: str = ""):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.size = len(dataset)
+        self.batch_size = batch_size
+        self.data_id = data_id  # fingerprint of the data: a resume on other data starts the epoch afresh
+        self.consumed_batches = 0  # batches of this epoch this rank handed to the training step
+        self.resume_epoch, self.resume_samples = -1, 0
+
+    def _skipped(self) -> int:
+        return self.resume_samples if self.epoch == self.resume_epoch else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.consumed_batches = 0
+        super().set_epoch(epoch)
+
+    def batch_consumed(self) -> None:
+        self.consumed_batches += 1
+
+    def __len__(self) -> int:
+        return self.size // self.num_replicas  # the whole epoch: Lightning counts a resumed part as done
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        rest = order[self._skipped():]
+        per_rank = len(rest) // self.num_replicas
+        return iter(rest[self.rank: per_rank * self.num_replicas: self.num_replicas])
+
+    def state_dict(self) -> dict[str, Any]:
+        samples = self._skipped() + self.consumed_batches * self.batch_size * self.num_replicas
+        return {"epoch": self.epoch, "samples": samples, "size": self.size, "seed": self.seed,
+                "data_id": self.data_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state.get("size"), state.get("seed"), state.get("data_id")) != (self.size, self.seed, self.data_id):
+            print("ppd-train: data.train differs from the checkpoint's; the resumed epoch starts from its first "
+                  "batch", file=sys.stderr)
+            return
+        epoch, samples = int(state["epoch"]), int(state["samples"])
+        if self.size - samples < self.num_replicas * self.batch_size:  # saved at the end of an epoch
+            epoch, samples = epoch + 1, 0
+        self.epoch, self.resume_epoch, self.resume_samples = epoch, epoch, samples
+        self.consumed_batches = 0
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position Lightning saves in checkpoints and restores on resume (the
+    ``state_dict``/``load_state_dict`` interface) through its :class:`EpochShardSampler`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
 class DepthDataModule(L.LightningDataModule):
     """Training / validation loaders from dataset specs (see :func:`build_dataset`).
 
-    Training concatenates all ``train`` specs (shuffled, last partial batch dropped); each ``val``
-    spec gets its own loader (metrics are logged per loader index).
+    Training concatenates all ``train`` specs, in a seeded order per epoch (``seed``) split into
+    disjoint shards per DDP rank, last partial batch dropped; a resumed run continues the epoch's
+    order where the checkpoint left it. Each ``val`` spec gets its own loader (metrics are logged
+    per loader index).
     """
 
     def __init__(self, train: list[dict[str, Any]], val: list[dict[str, Any]] | None = None,
@@ -637,6 +708,7 @@ class DepthDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_set: ConcatDataset | None = None
         self.val_sets: list[DepthFrames] = []
+        self.train_sampler: EpochShardSampler | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
@@ -646,20 +718,31 @@ class DepthDataModule(L.LightningDataModule):
         if not self.val_sets and self.val_specs:
             self.val_sets = [build_dataset(s, train=False, seed=self.seed) for s in self.val_specs]
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
-                          num_workers=self.num_workers, collate_fn=collate,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+    def _loader_options(self) -> dict[str, Any]:
+        return dict(num_workers=self.num_workers, collate_fn=collate, persistent_workers=self.num_workers > 0,
+                    pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        data_id = hashlib.sha256(json.dumps(self.train_specs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.train_sampler = EpochShardSampler(self.train_set, self.batch_size, rank, world_size, self.seed, data_id)
+        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, sampler=self.train_sampler,
+                                   drop_last=True, **self._loader_options())
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(d, self.val_batch_size, shuffle=False) for d in self.val_sets]
+        return [DataLoader(d, batch_size=self.val_batch_size, shuffle=False, **self._loader_options())
+                for d in self.val_sets]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training and self.train_sampler is not None:
+            self.train_sampler.batch_consumed()
+        return batch
 
 
 __all__ = [
-    "DATASETS", "DepthDataModule", "DepthFrames", "HypersimDataset", "RGBDFolderDataset", "ResizeCrop", "RosbagDataset",
+    "DATASETS", "DepthDataModule", "DepthFrames", "EpochShardSampler", "HypersimDataset", "RGBDFolderDataset",
+    "ResizeCrop", "ResumableDataLoader", "RosbagDataset",
     "SampleError", "SyntheticDataset", "TartanAirDataset", "UnrealStereo4KDataset", "UrbanSynDataset",
     "VKITTI2Dataset", "build_dataset", "collate", "distance_to_planar_depth", "read_depth_file", "read_exr",
     "read_rgb", "write_exr",

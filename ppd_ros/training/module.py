@@ -20,29 +20,16 @@ import torch.nn.functional as F
 
 import lightning as L
 
-from ppd_ros.nets.dinov2 import DinoV2Config
-from ppd_ros.nets.dit import PPD_DIT_FULL, PixelDiT, load_ppd_dit
+from ppd_ros.nets.exported import MOGE2
 from ppd_ros.nets.flow import add_noise, convert_from_velocity, draw_training_timesteps, sample_depth, velocity_target
-from ppd_ros.nets.semantics import DA2_VITL, DA2SemanticEncoder, load_da2_semantic_encoder
+from ppd_ros.training.networks import (
+    CHECKPOINT_RECORD, ModelConfigError, NetworkSpec, build_dit, build_encoder, encoder_width, require_weight_files,
+    resolve_networks,
+)
 from ppd_ros.training.targets import CLIP_DEPTH_M, multi_scale_gradient_loss, normalise_depth_target
 
 STAGES = ("pretrain", "finetune")
 GRAD_LOSS_WEIGHT = 0.2
-
-
-def build_semantic_encoder(encoder: dict[str, Any] | None, weights: str | None) -> DA2SemanticEncoder:
-    """DA2 DINOv2 encoder: ViT-L (``encoder=None``) or a ``DinoV2Config`` given as a dict;
-    loaded strictly from ``weights`` (``depth_anything_v2_vitl.pth`` or an exported file with
-    ``sem_encoder.pretrained.*`` / ``pretrained.*`` keys) or left at its initialisation."""
-    config = DA2_VITL if encoder is None else DinoV2Config(**encoder)
-    if weights is None:
-        return DA2SemanticEncoder(config)
-    from ppd_ros.nets.checkpoints import read_state_dict, select_prefix
-
-    state = read_state_dict(weights)
-    if any(k.startswith("sem_encoder.") for k in state):
-        state = select_prefix(state, "sem_encoder.")
-    return load_da2_semantic_encoder(state, config=config)
 
 
 def log_space_metrics(relative: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor
@@ -85,14 +72,20 @@ class PPDTrainingModule(L.LightningModule):
     """Trains :class:`~ppd_ros.nets.dit.PixelDiT` (the node's network) on RGB-D batches.
 
     Args:
-        dit: PixelDiT constructor arguments (default: the released size). ``semantic_dim`` must
-            equal the encoder width.
-        encoder: DinoV2Config arguments of the semantic encoder (None: DA2 ViT-L).
-        encoder_weights: file for the encoder (``depth_anything_v2_vitl.pth`` / an export).
-        dit_weights: optional initial DiT weights (``ppd.pth`` or an export) to fine-tune from.
+        dit: PixelDiT constructor arguments (None: the starting export's, else the released size).
+            ``semantic_dim`` defaults to the encoder width.
+        encoder: the semantic encoder: ``da2`` / ``moge2`` (None: the family the starting DiT
+            pairs with, else DA2), or a mapping of DINOv2 sizes (``embed_dim``, ``depth``, ...;
+            for MoGe-2 the backbone of its model_config) with an optional ``family``.
+        encoder_weights: registry name or file of the encoder (``depth_anything_v2_vitl``,
+            ``moge2_vitl``, a MoGe-2 ``model.pt``, an export); None: the one the starting DiT
+            pairs with (the export's own, or the registry's for ppd / ppd_moge), else a random
+            DA2 initialisation (tiny models).
+        dit_weights: registry name or file the DiT starts from (``ppd``, ``ppd_moge``, an export).
+        weights_dir: where registry names are read (default ``$PPD_WEIGHTS_DIR`` or the user cache).
         stage: ``pretrain`` (velocity loss only) or ``finetune`` (+ 0.2 x gradient loss).
-        train_encoder: False (official: frozen encoder) or True (train it jointly, e.g. tiny demo
-            models without pretrained semantics).
+        train_encoder: False (official: frozen encoder) or True (train a DA2-layout encoder
+            jointly, e.g. tiny demo models without pretrained semantics). MoGe-2 stays frozen.
         lr, weight_decay, betas: AdamW (official: 1e-4, 0).
         val_steps: Euler steps of the validation sampler (official inference: 4).
         val_seed: seed of the validation noise (the same noise every validation run).
@@ -102,9 +95,10 @@ class PPDTrainingModule(L.LightningModule):
     def __init__(
         self,
         dit: dict[str, Any] | None = None,
-        encoder: dict[str, Any] | None = None,
+        encoder: str | dict[str, Any] | None = None,
         encoder_weights: str | None = None,
         dit_weights: str | None = None,
+        weights_dir: str | None = None,
         stage: str = "pretrain",
         train_encoder: bool = False,
         lr: float = 1e-4,
@@ -116,21 +110,27 @@ class PPDTrainingModule(L.LightningModule):
     ):
         super().__init__()
         if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+            raise ModelConfigError(f"model.stage must be one of {STAGES}, got {stage!r}")
         self.save_hyperparameters()
-        dit_config = dict(PPD_DIT_FULL if dit is None else dit)
-        self.semantic_encoder = build_semantic_encoder(encoder, encoder_weights)
-        dit_config.setdefault("semantic_dim", self.semantic_encoder.embed_dim)
-        if dit_config["semantic_dim"] != self.semantic_encoder.embed_dim:
-            raise ValueError(f"dit.semantic_dim {dit_config['semantic_dim']} != encoder width "
-                             f"{self.semantic_encoder.embed_dim}")
+        spec = resolve_networks(dit, encoder, encoder_weights, dit_weights, weights_dir)
+        if train_encoder and spec.encoder_family == MOGE2:
+            raise ModelConfigError("model.train_encoder: the MoGe-2 encoder stays frozen in training (as in the "
+                                   "official recipe); set train_encoder false")
+        require_weight_files(spec, weights_dir)
+        self.semantic_encoder = build_encoder(spec, weights_dir)
+        width = encoder_width(self.semantic_encoder)
+        dit_config = {"semantic_dim": width, **spec.dit}
+        if dit_config["semantic_dim"] != width:
+            raise ModelConfigError(f"model.dit.semantic_dim {dit_config['semantic_dim']} != encoder width {width}")
+        self.networks = NetworkSpec.from_dict({**spec.as_dict(), "dit": dit_config})
         self.dit_config = dit_config
-        if dit_weights is not None:
-            self.dit = load_ppd_dit(dit_weights, config=dit_config).train()
-        else:
-            self.dit = PixelDiT(**dit_config)
+        self.dit = build_dit(self.networks, weights_dir)
         self.semantic_encoder.requires_grad_(train_encoder)
+        mask_token = getattr(getattr(self.semantic_encoder, "pretrained", None), "mask_token", None)
+        if mask_token is not None:
+            mask_token.requires_grad_(False)  # never used in a forward pass: DDP would refuse the unused parameter
         self.train_encoder = train_encoder
+        self.train_size: tuple[int, int] | None = self.networks.native_size  # (h, w) of the training batches
 
     # --- training ------------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -139,11 +139,17 @@ class PPDTrainingModule(L.LightningModule):
             self.semantic_encoder.eval()  # frozen: no dropout / stochastic depth, ever
         return self
 
+    def semantic_tokens(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, (H/16)*(W/16), semantic_dim) tokens of the encoder for images (B, 3, H, W) in [0, 1]."""
+        if self.networks.encoder_family == MOGE2:
+            return self.semantic_encoder.forward_semantics(image)
+        return self.semantic_encoder(image)
+
     def semantics(self, image: torch.Tensor) -> torch.Tensor:
         if self.train_encoder:
-            return self.semantic_encoder(image)
+            return self.semantic_tokens(image)
         with torch.no_grad():
-            return self.semantic_encoder(image)
+            return self.semantic_tokens(image)
 
     def compute_losses(self, batch: dict[str, Any], generator: torch.Generator | None = None
                        ) -> dict[str, torch.Tensor]:
@@ -166,6 +172,7 @@ class PPDTrainingModule(L.LightningModule):
         return losses
 
     def training_step(self, batch, batch_idx):
+        self.train_size = tuple(int(v) for v in batch["image"].shape[-2:])
         losses = self.compute_losses(batch)
         batch_size = batch["image"].shape[0]
         for key, value in losses.items():
@@ -185,7 +192,7 @@ class PPDTrainingModule(L.LightningModule):
         n, _, h, w = image.shape
         generator = torch.Generator().manual_seed(self.hparams.val_seed if seed is None else seed)
         noise = torch.randn((1, 1, h, w), generator=generator).expand(n, -1, -1, -1).to(image.device)
-        return sample_depth(self.dit, image, self.semantic_encoder(image), steps=steps or self.hparams.val_steps,
+        return sample_depth(self.dit, image, self.semantic_tokens(image), steps=steps or self.hparams.val_steps,
                             noise=noise)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
@@ -221,25 +228,47 @@ class PPDTrainingModule(L.LightningModule):
                          self.global_step)
 
     # --- checkpoints -----------------------------------------------------------------------
+    def encoder_dropped_from_checkpoints(self) -> bool:
+        """A frozen encoder read from a file is rebuilt from it; checkpoints stay small (ViT-L is 1.2 GB)."""
+        return not self.train_encoder and self.networks.encoder_weights is not None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # a frozen encoder is rebuilt from encoder_weights; keep checkpoints small (ViT-L is 1.2 GB)
-        if not self.train_encoder and self.hparams.encoder_weights is not None:
+        if self.encoder_dropped_from_checkpoints():
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith("semantic_encoder.")]:
                 del state[key]
             checkpoint["frozen_encoder_dropped"] = True
+        checkpoint[CHECKPOINT_RECORD] = {
+            "networks": self.networks.as_dict(),
+            "train_size": None if self.train_size is None else list(self.train_size),
+            "train_encoder": bool(self.train_encoder),
+            "moge_config": getattr(self.semantic_encoder, "config", None),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("frozen_encoder_dropped"):
             state = checkpoint["state_dict"]
             for key, value in self.semantic_encoder.state_dict().items():
                 state.setdefault(f"semantic_encoder.{key}", value)
+        size = checkpoint.get(CHECKPOINT_RECORD, {}).get("train_size")
+        if size is not None:
+            self.train_size = tuple(size)
 
 
-def load_training_checkpoint(path: str | Path, map_location: str = "cpu") -> PPDTrainingModule:
-    """The module of a Lightning checkpoint written by ``ppd-train`` (hyper-parameters included)."""
-    return PPDTrainingModule.load_from_checkpoint(str(path), map_location=map_location, weights_only=False)
+def load_training_checkpoint(path: str | Path) -> PPDTrainingModule:
+    """The module of a ``ppd-train`` Lightning checkpoint, rebuilt from its hyper-parameters and
+    loaded from its state dict. The checkpoint is read with ``weights_only=True``
+    (:func:`~ppd_ros.training.safe_load.read_training_checkpoint`): nothing in it can run code."""
+    from ppd_ros.training.safe_load import read_training_checkpoint
+
+    checkpoint = read_training_checkpoint(path)
+    # LightningCLI adds private entries (``_instantiator``) that are no constructor arguments
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    module = PPDTrainingModule(**hparams)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module
 
 
-__all__ = ["GRAD_LOSS_WEIGHT", "PPDTrainingModule", "build_semantic_encoder", "load_training_checkpoint",
+__all__ = ["CHECKPOINT_RECORD", "GRAD_LOSS_WEIGHT", "PPDTrainingModule", "load_training_checkpoint",
            "log_space_metrics"]
