@@ -10,7 +10,10 @@ from ppd_ros.model_specs import IMAGE_MODEL_NAMES
 def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = "ppd-da2",
                         choices: tuple[str, ...] | None = None, model_help: str | None = None) -> None:
     """--model, --weights-dir, --device, --steps, --target-area, --seed."""
-    parser.add_argument("--model", default=default, choices=choices or IMAGE_MODEL_NAMES, help=model_help)
+    names = choices or IMAGE_MODEL_NAMES
+    parser.add_argument("--model", default=default, type=_model_argument(names), metavar="NAME|EXPORT.safetensors",
+                        help=model_help or f"one of {', '.join(names)}, or the path of an exported model "
+                                           "(ppd-train export)")
     parser.add_argument("--weights-dir", default=None, help="default: $PPD_WEIGHTS_DIR or ~/.cache/ppd_ros/weights")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--steps", type=int, default=4, help="Euler sampling steps")
@@ -18,6 +21,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = "
                         help=f"inference pixels (aspect kept); default: the model's own ({INFERENCE_AREA} for the "
                              "PPD models)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (reproducible output)")
+
+
+def _model_argument(names: tuple[str, ...]):
+    """argparse type: a model name of ``names`` or an exported model file."""
+    from ppd_ros.model_specs import is_export_path
+
+    def check(value: str) -> str:
+        if value in names or is_export_path(value):
+            return value
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(names)} nor the path of an exported "
+                                         "model (NAME.safetensors with NAME.json beside it)")
+    return check
 
 
 def backend_from_args(args: argparse.Namespace):

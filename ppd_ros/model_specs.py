@@ -7,6 +7,7 @@ networks; preprocessing (:mod:`ppd_ros.preprocess`) knows nothing about either.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ppd_ros.constants import INFERENCE_AREA, VIDEO_WINDOW_SIZE
 
@@ -22,7 +23,7 @@ class ModelSpec:
 
     ``weights``: registry names of model/weights.yaml, (DiT, semantic encoder), downloaded with
     ``ppd fetch-weights``; ``export_file``: an exported model (``ppd-train export``), relative to
-    the package's share directory or absolute; ``random_tiny``: a small seeded random network
+    the package's share directory or absolute (a model given by its file path); ``random_tiny``: a small seeded random network
     (tests and smoke runs, its depth means nothing). ``native_area``: the inference area the model
     runs at unless told otherwise (image models; video models always run at their window size).
     """
@@ -62,9 +63,27 @@ VIDEO_MODEL_NAMES = tuple(name for name, spec in MODEL_SPECS.items() if spec.mod
 METRIC_MODEL_NAMES = tuple(name for name, spec in MODEL_SPECS.items() if spec.is_metric)
 
 
+def is_export_path(name: str) -> bool:
+    """Whether ``name`` names an exported model file (``ppd-train export``: NAME.safetensors with its
+    NAME.json beside it) rather than a built-in model."""
+    path = Path(name).expanduser()
+    return path.suffix == ".safetensors" and path.is_file() and path.with_suffix(".json").is_file()
+
+
 def model_spec(name: str) -> ModelSpec:
-    """The spec of a model name; ``ValueError`` naming the known ones otherwise."""
+    """The spec of a built-in model name or of an exported model file (its metadata gives the
+    native inference area and the semantic encoder family); ``ValueError`` otherwise."""
     spec = MODEL_SPECS.get(name)
-    if spec is None:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_SPECS)}")
-    return spec
+    if spec is not None:
+        return spec
+    if is_export_path(name):
+        from ppd_ros.nets.exported import read_export_metadata
+
+        metadata = read_export_metadata(name)
+        return ModelSpec(name, IMAGE, metadata.encoder_family, f"exported model {Path(name).name}",
+                         export_file=str(Path(name).expanduser().resolve()),
+                         native_area=metadata.native_area or INFERENCE_AREA)
+    hint = (" (an exported model is a .safetensors file with its .json beside it)"
+            if name.endswith((".safetensors", ".json")) or "/" in name else "")
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_SPECS)}, or the path of an "
+                     f"exported model{hint}")

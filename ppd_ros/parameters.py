@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ppd_ros.constants import DEFAULT_MAX_GRAZING_ANGLE_DEG, DEFAULT_MAX_RELATIVE_JUMP
-from ppd_ros.model_specs import IMAGE_MODEL_NAMES, METRIC_MODEL_NAMES, VIDEO_MODEL_NAMES
+from ppd_ros.model_specs import IMAGE_MODEL_NAMES, METRIC_MODEL_NAMES, VIDEO_MODEL_NAMES, is_export_path
 
 MAX_VIDEO_STRIDE = 13
 RELIABILITY_CHOICES = ("reliable", "best_effort")
@@ -81,10 +81,11 @@ def _p(name, default, description, group, **kwargs) -> ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    _p("model", "ppd-da2", f"Image depth model: {', '.join(IMAGE_MODEL_NAMES)}. ppd-da2 and ppd-moge2 need the "
-       "official weights (`ppd fetch-weights NAME`); ppd-demo ships with the package (synthetic scenes only, "
-       "not for real cameras); tiny-random is a small random network for tests whose depth is meaningless.",
-       "model", choices=IMAGE_MODEL_NAMES),
+    _p("model", "ppd-da2", f"Image depth model: {', '.join(IMAGE_MODEL_NAMES)}, or the path of a model you "
+       "trained (`ppd-train export` writes NAME.safetensors + NAME.json; its native inference area and semantic "
+       "encoder come from the JSON). ppd-da2 and ppd-moge2 need the official weights (`ppd fetch-weights "
+       "NAME`); ppd-demo ships with the package (synthetic scenes only, not for real cameras); tiny-random is a "
+       "small random network for tests whose depth is meaningless.", "model"),
     _p("backend", "torch", "What runs the networks: torch (CPU or CUDA).", "model", choices=BACKEND_CHOICES),
     _p("weights_dir", "", "Directory of the official weight files; empty = $PPD_WEIGHTS_DIR, else "
        "~/.cache/ppd_ros/weights.", "model"),
@@ -331,6 +332,19 @@ def value_problems(spec: ParamSpec, value) -> list[str]:
 def _cross_problems(values: dict) -> list[str]:
     """Problems that involve more than one parameter (or a special value)."""
     problems = []
+    model_is_metric = False
+    if values["model"] in IMAGE_MODEL_NAMES:
+        model_is_metric = values["model"] in METRIC_MODEL_NAMES
+    elif is_export_path(values["model"]):
+        from ppd_ros.nets.exported import ExportError, read_export_metadata
+
+        try:
+            model_is_metric = read_export_metadata(values["model"]).is_metric
+        except ExportError as error:
+            problems.append(f"parameter model={values['model']!r}: {error}")
+    else:
+        problems.append(f"parameter model={values['model']!r} is not one of {', '.join(IMAGE_MODEL_NAMES)} nor the "
+                        "path of an exported model (NAME.safetensors with NAME.json beside it)")
     if 0 < values["target_area"] < 16 * 16:
         problems.append(f"parameter target_area={values['target_area']} is below one 16x16 patch "
                         "(0 = the model's own area)")
@@ -338,9 +352,9 @@ def _cross_problems(values: dict) -> list[str]:
     if source == "moge2" and values["mode"] == "video":
         problems.append("parameter metric_source='moge2' works in mode 'image' only (the video model has no "
                         "metric head); use sparse or fixed in video mode")
-    elif source == "moge2" and model not in METRIC_MODEL_NAMES:
-        problems.append(f"parameter metric_source='moge2' needs a MoGe-2 model ({', '.join(METRIC_MODEL_NAMES)}), "
-                        f"but model={model!r}")
+    elif source == "moge2" and not model_is_metric:
+        problems.append(f"parameter metric_source='moge2' needs a MoGe-2 model ({', '.join(METRIC_MODEL_NAMES)} or "
+                        f"an export with MoGe-2 semantics), but model={model!r}")
     if source == "sparse" and not values["metric_reference_topic"]:
         problems.append("parameter metric_reference_topic is empty but metric_source='sparse' needs it")
     for name, size in (("metric_lidar_translation", 3), ("metric_lidar_rotation_xyzw", 4)):

@@ -230,3 +230,26 @@ def test_bgr_channel_order_feeds_the_network_swapped_channels():
     direct += rgb_backend.flush()
     for a, b in zip(swapped, direct):
         torch.testing.assert_close(a.relative, b.relative, atol=0, rtol=0)
+
+
+def test_an_exported_model_file_is_a_model_everywhere(tmp_path):
+    """A `ppd-train export` file works as a model name: its metadata gives area and encoder family."""
+    from ppd_ros.nets.exported import read_export_metadata
+    from ppd_ros.parameters import ParameterError, config_with
+    from ppd_ros.paths import share_dir
+
+    path = str(share_dir() / model_spec("ppd-demo").export_file)
+    spec = model_spec(path)
+    assert spec.native_area == model_spec("ppd-demo").native_area == read_export_metadata(path).native_area
+    assert spec.mode == "image" and not spec.is_metric
+    by_path = create_backend(spec, BackendOptions(device="cpu", steps=1))
+    by_name = create_backend(model_spec("ppd-demo"), BackendOptions(device="cpu", steps=1))
+    rgb = _image(64, 96)
+    assert torch.equal(by_path.push(rgb, None)[0].relative, by_name.push(rgb, None)[0].relative)
+    assert config_with({"model": path}).model == path
+    with pytest.raises(ParameterError, match="nor the path of an exported model"):
+        config_with({"model": str(tmp_path / "missing.safetensors")})
+    with pytest.raises(ParameterError, match="needs a MoGe-2 model"):
+        config_with({"model": path, "metric_source": "moge2"})
+    with pytest.raises(ValueError, match="exported model"):
+        model_spec(str(tmp_path / "missing.safetensors"))

@@ -1,7 +1,7 @@
 """metric_source moge2 in the depth node, over real DDS with the node in this process.
 
 The released ppd-moge2 weights are not available in tests, so the node is given (through its
-``estimator_factory``) a real DepthEstimator whose semantic encoder is the tiny MoGe-2 of
+``backend_factory``) a real torch backend whose semantic encoder is the tiny MoGe-2 of
 golden/moge2_tiny (strictly loaded) and whose DiT is tiny and random. The camera publishes no
 CameraInfo: the node must use MoGe-2's intrinsics for depth/camera_info and points, fit the relative
 depth to MoGe-2's metric depth from the same encoder pass, and say so in its diagnostics.

@@ -82,7 +82,7 @@ def load_image_networks(spec: ModelSpec, weights_dir=None, device: torch.device 
         from ppd_ros.paths import share_dir
         from ppd_ros.nets.exported import load_export
 
-        path = share_dir() / spec.export_file
+        path = share_dir() / spec.export_file  # an absolute export_file stays as it is
         return load_export(path, weights_dir, device=device, dtype=dtype)
     dit_file, encoder_file = _weight_files(spec, weights_dir)
     dit = load_ppd_dit(dit_file, device=device, dtype=dtype)
