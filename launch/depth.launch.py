@@ -172,7 +172,8 @@ def launch_setup(context):
             config.write(rviz_config((share / "config" / "ppd.rviz").read_text(), namespace,
                                      arguments["fixed_frame"]))
         actions += [
-            RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context: os.unlink(config.name))),
+            RegisterEventHandler(OnShutdown(
+                on_shutdown=lambda event, context: Path(config.name).unlink(missing_ok=True))),
             Node(package="rviz2", executable="rviz2", name="ppd_rviz", namespace=arguments["namespace"],
                  arguments=["-d", config.name], output="screen",
                  on_exit=[Shutdown(reason="RViz was closed")]),

@@ -3,9 +3,11 @@
     python run_launch.py PATH [name:=value ...]
 
 launch.LaunchService + IncludeLaunchDescription(AnyLaunchDescriptionSource(PATH), launch_arguments);
-exits with LaunchService.run()'s return code. SIGINT shuts the launch down as Ctrl-C does."""
+exits with LaunchService.run()'s return code. It makes itself a process group leader: SIGINT to
+that group (os.killpg) is what Ctrl-C in a terminal sends to launch and the processes it started."""
 from __future__ import annotations
 
+import os
 import sys
 
 from launch import LaunchDescription, LaunchService
@@ -15,6 +17,7 @@ from launch.launch_description_sources import AnyLaunchDescriptionSource
 
 def main(argv: list[str]) -> int:
     path, *pairs = argv
+    os.setpgid(0, 0)
     arguments = []
     for pair in pairs:
         name, separator, value = pair.partition(":=")
