@@ -24,6 +24,7 @@ without RViz 2 installed (checked before anything starts), and when the node exi
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def node_exited(event, context):
     """Stop the launch when the depth node ends; fail it when the node failed."""
     if context.is_shutdown:
         return None
-    if event.returncode != 0:
+    if event.returncode not in (0, -signal.SIGINT):  # Ctrl-C may reach the node first
         # An exception is what makes LaunchService.run() (and `ros2 launch`) return non-zero.
         raise RuntimeError(f"the ppd_ros depth node exited with code {event.returncode} "
                            "(its error is above); stopping the launch")
@@ -150,7 +151,7 @@ def launch_setup(context):
         name=NODE_NAME,
         namespace=arguments["namespace"],
         output="screen",
-        parameters=[*([params_file] if params_file else []), overrides],
+        parameters=[*([params_file] if params_file else []), *([overrides] if overrides else [])],
         remappings=[
             ("image", image),
             ("image/compressed", image.rstrip("/") + "/compressed"),

@@ -193,8 +193,8 @@ def cmd_dds_profile(args: argparse.Namespace) -> int:
         print(profile)
         return 0
     print(f"# ppd_ros Fast DDS profile (shared memory for big images and clouds): {profile}")
-    print("# Without it Fast DDS silently drops most multi-megabyte images. Set it in EVERY process that")
-    print("# publishes or subscribes them, the camera driver's included (a launch file: SetEnvironmentVariable).")
+    print("# Set it in EVERY process that publishes or subscribes big images, the camera driver's included;")
+    print("# without it Fast DDS silently drops most of them. In a launch file: SetEnvironmentVariable.")
     current = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")
     if current and current != str(profile):
         print(f"# (this shell has FASTRTPS_DEFAULT_PROFILES_FILE={current})")

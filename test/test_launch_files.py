@@ -32,6 +32,8 @@ ARGUMENTS = ["image", "camera_info", "transport", "namespace", "model", "device"
 DOMAIN_ID = 71
 WIDTH, HEIGHT = 96, 72
 TARGET_AREA = 64 * 48  # from the params file: the node answers at 64x48
+# lark-parser 0.12 (launch's substitution grammar; pinned by the rosidl wheels) imports sre_parse
+pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")
 STARTED = re.compile(r"\[(\S+)-\d+\]: process started with pid \[(\d+)\]")
 
 
