@@ -304,10 +304,15 @@ def pip_prefix(launch_stack, tmp_path_factory) -> Path:
     for name in ("ppd_ros", "msg", "model", "config", "launch"):
         shutil.copytree(REPO / name, source / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pth", "*.pt", "*.onnx", "*.engine"))
+    ours = Path(sys.prefix) / "bin" / "ppd"
+    ours_before = ours.exists()
+    # --ignore-installed: without it pip "upgrades" this venv's own (editable) ppd_ros by
+    # uninstalling it, although the new one goes to another prefix
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                             "--no-compile", "--disable-pip-version-check", "--prefix", str(prefix), str(source)],
-                            capture_output=True, text=True, timeout=180)
+                             "--ignore-installed", "--no-compile", "--disable-pip-version-check",
+                             "--prefix", str(prefix), str(source)], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert ours.exists() == ours_before, "pip install --prefix removed this venv's ppd_ros"
     return prefix
 
 
