@@ -5,9 +5,11 @@
 
 Arguments (`ros2 launch ppd_ros depth.launch.py --show-args` lists them with their choices):
 - image, camera_info: input topics of the camera; transport: raw | compressed (then the node
-  subscribes to <image>/compressed). These describe the one camera the node serves.
+  subscribes to <image>/compressed). These are the one camera of the node's default `cameras`
+  ['']; several cameras in one node (cameras [front, rear], topics front/image, ...) are set in
+  params_file for now.
 - model, device, steps, mode, metric_source: the node parameters users change most; names,
-  defaults and choices are the node's own (ppd_ros/ros/params.py). One set to another value than
+  defaults and choices are the node's own (ppd_ros/parameters.py). One set to another value than
   its default overrides params_file; one at its default leaves the params_file value.
 - params_file: YAML of node parameters (`/**:` keys), default config/depth_node.yaml.
 - namespace: of the node, so outputs land in <namespace>/depth, <namespace>/points, ...
@@ -38,14 +40,13 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 from launch_ros.utilities import make_namespace_absolute, prefix_namespace
 
+from ppd_ros.parameters import SPECS, coerce_value, value_problems
 from ppd_ros.ros.cli_args import params_file_problem
-from ppd_ros.ros.params import PARAMETERS
 
 PACKAGE = "ppd_ros"
 NODE_NAME = "ppd_depth"
 PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 DEFAULT_FIXED_FRAME = "camera_color_optical_frame"
-SPECS = {spec.name: spec for spec in PARAMETERS}
 # launch argument -> node parameter it sets
 PARAMETER_ARGUMENTS = {
     "model": "model",
@@ -65,19 +66,18 @@ def parameter_argument(argument: str) -> DeclareLaunchArgument:
 
 
 def parameter_value(argument: str, text: str):
-    """The launch argument's text as a value of its parameter's type (RuntimeError if it is not)."""
-    default = SPECS[PARAMETER_ARGUMENTS[argument]].default
-    if isinstance(default, str):
-        return text
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if type(value) is not type(default):
-        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(type(default), "a list")
-        raise RuntimeError(f"launch argument {argument}:={text!r} must be {kind} (default {default!r})")
+    """The launch argument's text as a value of its parameter, checked as the node checks it
+    (type, choices, range); RuntimeError with the node's message if it is not valid."""
+    spec = SPECS[PARAMETER_ARGUMENTS[argument]]
+    value = text
+    if not isinstance(spec.default, str):
+        try:
+            value = coerce_value(spec, yaml.safe_load(text))
+        except yaml.YAMLError:
+            value = None
+    problems = value_problems(spec, value)
+    if problems:
+        raise RuntimeError(f"launch argument {argument}:={text!r}: {problems[0]}")
     return value
 
 

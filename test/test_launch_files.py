@@ -4,7 +4,7 @@ its own process (test/ros_helpers/run_launch.py): the arguments reach the node (
 remaps, params file, FASTRTPS_DEFAULT_PROFILES_FILE), the node answers a frame over DDS, bad
 arguments and a failing node fail the launch with one clear line, SIGINT shuts everything down
 with no orphan; on the colcon install and on a real `pip install` prefix. Plus the checks that need
-no run: the arguments agree with the node's parameter table, config/ files, the RViz config."""
+no run: the arguments agree with the node's parameter table, the RViz config."""
 from __future__ import annotations
 
 import importlib.util
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ppd_ros.ros.params import PARAMETERS, REPORTED
+from ppd_ros.parameters import PARAMETERS
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "ppd_ros"
@@ -367,17 +367,18 @@ def test_xml_launch_pip_route_serves_a_frame(pip_prefix, tmp_path):
 
 
 def test_failed_node_fails_the_launch(colcon_prefix, tmp_path):
-    rc, output = run_launch(colcon_prefix / "share" / PACKAGE / "launch" / "depth.launch.py",
-                            ["model:=nope"], colcon_env(colcon_prefix), tmp_path)
+    """The default model without its weights downloaded: the node says so and exits 1."""
+    env = dict(colcon_env(colcon_prefix), PPD_WEIGHTS_DIR=str(tmp_path))
+    rc, output = run_launch(colcon_prefix / "share" / PACKAGE / "launch" / "depth.launch.py", [], env, tmp_path)
     assert rc == 1, output
-    assert "parameter model='nope' is not a known model" in output
+    assert "run `ppd fetch-weights ppd`" in output, output
     assert "the ppd_ros depth node exited with code 1" in output
     assert not any(alive(pid) for pid in started_pids(output).values())
 
 
 @pytest.mark.parametrize("launch_file, arguments, error", [
     ("depth.launch.py", ["transport:=udp"], 'Argument "transport" provided value "udp" is not valid'),
-    ("depth.launch.xml", ["metric_source:=lidar"], 'Argument "metric_source" provided value "lidar" is not valid'),
+    ("depth.launch.xml", ["model:=nope"], 'Argument "model" provided value "nope" is not valid'),
     ("depth.launch.xml", ["params_file:={tmp}/missing.yaml"], "parameter file {tmp}/missing.yaml does not exist"),
     ("depth.launch.py", ["rviz:=true"], "rviz:=true, but RViz 2 is not installed"),
 ])
@@ -435,8 +436,10 @@ def test_parameter_overrides_only_for_arguments_off_their_default(launch_module)
     changed = dict(defaults, model="ppd-demo", steps="8", transport="compressed")
     assert launch_module.parameter_overrides(changed) == {
         "model": "ppd-demo", "steps": 8, "input_transport": "compressed"}
-    with pytest.raises(RuntimeError, match=r"steps:='eight' must be an integer"):
+    with pytest.raises(RuntimeError, match=r"steps:='eight': parameter steps must be of type int"):
         launch_module.parameter_overrides(dict(defaults, steps="eight"))
+    with pytest.raises(RuntimeError, match=r"steps:='0': parameter steps=0 must be"):
+        launch_module.parameter_overrides(dict(defaults, steps="0"))
 
 
 def test_rviz_config_follows_namespace_and_fixed_frame(launch_module):
@@ -452,16 +455,6 @@ def test_rviz_config_follows_namespace_and_fixed_frame(launch_module):
                 assert after["Topic"] == dict(before["Topic"], Value=prefix + before["Topic"]["Value"])
             else:
                 assert after == before
-
-
-def test_params_yaml_documents_every_parameter_with_its_default():
-    data = yaml.safe_load((REPO / "config" / "depth_node.yaml").read_text())
-    values = data["/**"]["ros__parameters"]
-    settable = {spec.name: spec for spec in PARAMETERS if spec.name not in REPORTED}
-    assert set(values) == set(settable)
-    for name, value in values.items():
-        default = settable[name].default
-        assert type(value) is type(default) and value == default, f"{name}: yaml {value!r}, node {default!r}"
 
 
 def test_rviz_shows_node_outputs_with_publisher_qos():
