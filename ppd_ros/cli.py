@@ -180,6 +180,28 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_dds_profile(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from ppd_ros.paths import share_dir
+
+    profile = share_dir() / "config" / "fastdds_shm.xml"
+    if not profile.is_file():
+        raise FileNotFoundError(f"the Fast DDS profile is not installed at {profile}")
+    if args.path:
+        print(profile)
+        return 0
+    print(f"# ppd_ros Fast DDS profile (shared memory for big images and clouds): {profile}")
+    print("# Set it in EVERY process that publishes or subscribes big images, the camera driver's included;")
+    print("# without it Fast DDS silently drops most of them. In a launch file: SetEnvironmentVariable.")
+    current = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")
+    if current and current != str(profile):
+        print(f"# (this shell has FASTRTPS_DEFAULT_PROFILES_FILE={current})")
+    print(f"export FASTRTPS_DEFAULT_PROFILES_FILE={shlex.quote(str(profile))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ppd_ros.arguments import add_model_arguments
     from ppd_ros.bench import BENCHMARKS
@@ -205,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--weights-dir", default=None)
     fetch.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     fetch.set_defaults(func=cmd_fetch_weights)
+
+    dds = commands.add_parser("dds-profile", help="where the Fast DDS shared-memory profile is installed, "
+                                                  "as an export line (eval \"$(ppd dds-profile)\")")
+    dds.add_argument("--path", action="store_true", help="print only the profile's path")
+    dds.set_defaults(func=cmd_dds_profile)
 
     for name, module, help_text in (
         ("eval-bag", "ppd_ros.evaluation.eval_bag", "evaluate depth on a recorded bag"),

@@ -30,11 +30,12 @@ def ros_env(domain_id: int) -> dict[str, str]:
 class NodeProcess:
     """A node started as ``command`` (argv list) with its stderr+stdout lines collected."""
 
-    def __init__(self, command: list[str], domain_id: int, env: dict[str, str] | None = None):
+    def __init__(self, command: list[str], domain_id: int, env: dict[str, str] | None = None,
+                 cwd: Path = REPO):
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.process = subprocess.Popen(command, env=env or ros_env(domain_id), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, cwd=REPO)
+                                        stderr=subprocess.STDOUT, text=True, cwd=cwd)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
