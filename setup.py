@@ -4,7 +4,7 @@ Besides the Python package and console scripts (setup.cfg), a pip install gets t
 `ros2 launch` needs to find the package in its prefix, as the colcon route has it:
 ``share/ppd_ros/{launch,config,model,msg}``, the ament index marker
 ``share/ament_index/resource_index/packages/ppd_ros`` (FindPackageShare, `$(find-pkg-share ...)`)
-and the launchers ``lib/ppd_ros/{depth_node,ppd,demo}`` (launch_ros `Node(package="ppd_ros", ...)`).
+and the launchers ``lib/ppd_ros/{depth_node,cloud_node,ppd,demo}`` (launch_ros `Node(package="ppd_ros", ...)`).
 Add the prefix to AMENT_PREFIX_PATH to use them. An editable install (`pip install -e`) installs
 none of these data files: a source checkout launches through the colcon install instead.
 """
@@ -18,6 +18,7 @@ PACKAGE = "ppd_ros"
 # name -> (module, function), as CMakeLists.txt's ppd_ros_install_launcher calls.
 LAUNCHERS = {
     "depth_node": ("ppd_ros.ros.depth_node", "main"),
+    "cloud_node": ("ppd_ros.ros.cloud_node", "main"),
     "ppd": ("ppd_ros.cli", "main"),
     "demo": ("ppd_ros.ros.demo", "main"),
 }

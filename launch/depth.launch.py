@@ -5,9 +5,12 @@
 
 Arguments (`ros2 launch ppd_ros depth.launch.py --show-args` lists them with their choices):
 - image, camera_info: input topics of the camera; transport: raw | compressed (then the node
-  subscribes to <image>/compressed). These are the one camera of the node's default `cameras`
-  ['']; several cameras in one node (cameras [front, rear], topics front/image, ...) are set in
-  params_file for now.
+  subscribes to <image>/compressed).
+- cameras: several cameras served by one node from one model, comma separated (cameras:=front,rear).
+  Then image and camera_info are topic names under each camera's namespace: with
+  image:=color/image_raw camera_info:=color/camera_info the node reads /front/color/image_raw and
+  /rear/color/image_raw (what two realsense-ros cameras named front and rear publish) and writes
+  <namespace>/front/depth, <namespace>/rear/points, ...
 - model, device, steps, mode, metric_source: the node parameters users change most; names,
   defaults and choices are the node's own (ppd_ros/parameters.py). One set to another value than
   its default overrides params_file; one at its default leaves the params_file value.
@@ -40,6 +43,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 from launch_ros.utilities import make_namespace_absolute, prefix_namespace
 
+from ppd_ros.model_specs import IMAGE_MODEL_NAMES, is_export_path
 from ppd_ros.parameters import SPECS, coerce_value, value_problems
 from ppd_ros.ros.cli_args import params_file_problem
 
@@ -76,6 +80,9 @@ def parameter_value(argument: str, text: str):
         except yaml.YAMLError:
             value = None
     problems = value_problems(spec, value)
+    if spec.name == "model" and value not in IMAGE_MODEL_NAMES and not is_export_path(value):
+        problems = [f"parameter model={value!r} is not one of {', '.join(IMAGE_MODEL_NAMES)} nor the path of an "
+                    "exported model (NAME.safetensors with NAME.json beside it)"]
     if problems:
         raise RuntimeError(f"launch argument {argument}:={text!r}: {problems[0]}")
     return value
@@ -143,7 +150,18 @@ def launch_setup(context):
 
     namespace = make_namespace_absolute(prefix_namespace(
         context.launch_configurations.get("ros_namespace"), arguments["namespace"]))
-    image = arguments["image"]
+    image, info = arguments["image"], arguments["camera_info"]
+    cameras = [name.strip().strip("/") for name in arguments["cameras"].split(",") if name.strip()]
+    if cameras:
+        if image.startswith("/") or info.startswith("/"):
+            raise RuntimeError(f"launch argument cameras:={arguments['cameras']}: image and camera_info must then be "
+                               f"names under each camera's namespace (e.g. image:=color/image_raw), got {image}, {info}")
+        overrides["cameras"] = cameras
+        remappings = [(f"{camera}/{topic}", f"/{camera}/{target}") for camera in cameras for topic, target in
+                      (("image", image), ("image/compressed", image.rstrip("/") + "/compressed"),
+                       ("camera_info", info))]
+    else:
+        remappings = [("image", image), ("image/compressed", image.rstrip("/") + "/compressed"), ("camera_info", info)]
     profile = os.environ.get(PROFILE_VARIABLE) or str(share / "config" / "fastdds_shm.xml")
     node = Node(
         package=PACKAGE,
@@ -152,16 +170,12 @@ def launch_setup(context):
         namespace=arguments["namespace"],
         output="screen",
         parameters=[*([params_file] if params_file else []), *([overrides] if overrides else [])],
-        remappings=[
-            ("image", image),
-            ("image/compressed", image.rstrip("/") + "/compressed"),
-            ("camera_info", arguments["camera_info"]),
-        ],
+        remappings=remappings,
     )
     actions = [
         SetEnvironmentVariable(PROFILE_VARIABLE, profile),
-        LogInfo(msg=f"ppd_ros: node {namespace.rstrip('/')}/{NODE_NAME} on {image} "
-                    f"({arguments['transport']}) + {arguments['camera_info']}, parameters "
+        LogInfo(msg=f"ppd_ros: node {namespace.rstrip('/')}/{NODE_NAME} on "
+                    f"{', '.join(target for _, target in remappings[::3])} ({arguments['transport']}), parameters "
                     f"{params_file or '(node defaults)'} + {overrides or 'no overrides'}; "
                     f"{PROFILE_VARIABLE}={profile}"),
         RegisterEventHandler(OnProcessExit(target_action=node, on_exit=node_exited)),
@@ -170,8 +184,8 @@ def launch_setup(context):
     if start_rviz:
         config = tempfile.NamedTemporaryFile("w", prefix="ppd_rviz_", suffix=".rviz", delete=False)
         with config:
-            config.write(rviz_config((share / "config" / "ppd.rviz").read_text(), namespace,
-                                     arguments["fixed_frame"]))
+            shown = prefix_namespace(namespace, cameras[0]) if cameras else namespace  # RViz shows the first camera
+            config.write(rviz_config((share / "config" / "ppd.rviz").read_text(), shown, arguments["fixed_frame"]))
         actions += [
             RegisterEventHandler(OnShutdown(
                 on_shutdown=lambda event, context: Path(config.name).unlink(missing_ok=True))),
@@ -191,6 +205,9 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
                               description="CameraInfo topic of the input images."),
         parameter_argument("transport"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="Several cameras in one node, comma separated (front,rear); image and "
+                                          "camera_info are then names under each camera's namespace."),
         DeclareLaunchArgument("namespace", default_value="",
                               description="Namespace of the node and its outputs (<namespace>/depth, ...)."),
         parameter_argument("model"),

@@ -27,7 +27,7 @@ PACKAGE = "ppd_ros"
 RUN_LAUNCH = REPO / "test" / "ros_helpers" / "run_launch.py"
 PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 NODE_OUTPUTS = {"depth", "depth/camera_info", "points", "depth/colored", "depth/frame"}
-ARGUMENTS = ["image", "camera_info", "transport", "namespace", "model", "device", "steps", "mode",
+ARGUMENTS = ["image", "camera_info", "transport", "cameras", "namespace", "model", "device", "steps", "mode",
              "metric_source", "params_file", "rviz", "fixed_frame"]
 DOMAIN_ID = 71
 WIDTH, HEIGHT = 96, 72
@@ -291,6 +291,31 @@ def test_py_launch_colcon_route_arguments_reach_the_node(colcon_prefix, tmp_path
     assert not generated.exists(), f"the generated RViz config {generated} outlived the launch"
 
 
+def test_two_cameras_one_node_from_the_launch_file(colcon_prefix, tmp_path):
+    """cameras:=front,rear: one node reads both cameras' topics and answers each under its name."""
+    from ros_helpers.harness import RosClient
+
+    share = colcon_prefix / "share" / PACKAGE
+    launch = start_launch(share / "launch" / "depth.launch.py", [
+        "model:=tiny-random", "steps:=1", "namespace:=robot", "cameras:=front,rear", "image:=color/image_raw",
+        "camera_info:=color/camera_info", f"params_file:={params_file(tmp_path / 'params.yaml')}"],
+        colcon_env(colcon_prefix), tmp_path)
+    pids = []
+    try:
+        pids.append(wait_started(launch, "depth_node"))
+        client = RosClient(DOMAIN_ID, "launch_test_client")
+        try:
+            for camera in ("front", "rear"):
+                answer_one_frame(client, launch, f"/{camera}/color/image_raw", f"/{camera}/color/camera_info",
+                                 f"/robot/{camera}/depth")
+            assert get_parameters(client, "/robot/ppd_depth", ["cameras"]) == {"cameras": ["front", "rear"]}
+        finally:
+            client.close()
+        assert len(started_pids(launch.output())) == 1  # one process, one model
+    finally:
+        stop_launch(launch, pids)
+
+
 @pytest.fixture(scope="module")
 def pip_prefix(launch_stack, tmp_path_factory) -> Path:
     """A real `pip install` (no deps) of a copy of this checkout into a fresh prefix."""
@@ -378,7 +403,7 @@ def test_failed_node_fails_the_launch(colcon_prefix, tmp_path):
 
 @pytest.mark.parametrize("launch_file, arguments, error", [
     ("depth.launch.py", ["transport:=udp"], 'Argument "transport" provided value "udp" is not valid'),
-    ("depth.launch.xml", ["model:=nope"], 'Argument "model" provided value "nope" is not valid'),
+    ("depth.launch.xml", ["model:=nope"], "model='nope' is not one of ppd-da2"),
     ("depth.launch.xml", ["params_file:={tmp}/missing.yaml"], "parameter file {tmp}/missing.yaml does not exist"),
     ("depth.launch.py", ["rviz:=true"], "rviz:=true, but RViz 2 is not installed"),
 ])

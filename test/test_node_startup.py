@@ -35,6 +35,7 @@ def failing_nodes(tmp_path_factory):
              "-p", "sync_tolerance:=-1.0"], DOMAIN_ID),
         "moge2 without its model": NodeProcess.depth_node(
             ["-p", "model:=tiny-random", "-p", "metric_source:=moge2"], DOMAIN_ID),
+        "missing params file": NodeProcess.depth_node(["--params-file", str(empty / "nope.yaml")], DOMAIN_ID),
         # through the pip route's console script when this environment has it installed
         "missing weights": NodeProcess(
             [*PIP_ENTRY, "--ros-args", "-p", "model:=ppd-da2", "-p", f"weights_dir:={empty}"], DOMAIN_ID),
@@ -53,12 +54,20 @@ def test_invalid_parameters_give_one_error_each_and_exit_1(failing_nodes):
     assert len(errors) == 4, errors
 
 
+def test_missing_params_file_is_one_line_naming_it(failing_nodes):
+    code, node = failing_nodes["missing params file"]
+    assert code == 1
+    output = [line for line in node.output() if line.strip()]
+    assert len(output) == 1 and "nope.yaml does not exist" in output[0], output
+    assert "Traceback" not in "\n".join(node.output())
+
+
 def test_metric_source_moge2_needs_the_moge2_model(failing_nodes):
     code, node = failing_nodes["moge2 without its model"]
     assert code == 1
     errors = node.matching("[ERROR]")
     assert len(errors) == 1, errors
-    assert "metric_source='moge2' needs a MoGe-2 model (ppd-moge2)" in errors[0] and "model='tiny-random'" in errors[0]
+    assert "metric_source='moge2' needs a MoGe-2 model (ppd-moge2 or an export" in errors[0] and "model='tiny-random'" in errors[0]
 
 
 def test_missing_weights_names_fetch_command(failing_nodes):
