@@ -38,7 +38,8 @@ def _header(store, stamp: int, frame_id: str = "camera_optical"):
                                    frame_id=frame_id)
 
 
-def write_bag(path: Path, storage: str, camera, frames, compressed: bool = False, gt_offset_ns: int = 1_000_000):
+def write_bag(path: Path, storage: str, camera, frames, compressed: bool = False, gt_offset_ns: int = 1_000_000,
+              info_scale: int = 1, image_data=None):
     """Images (raw bgr8 or jpeg), CameraInfo and 32FC1 GT depth (stamps offset by 1 ms, written
     before their image, to exercise pairing)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -58,15 +59,16 @@ def write_bag(path: Path, storage: str, camera, frames, compressed: bool = False
                                            data=np.ascontiguousarray(depth, "<f4").view(np.uint8).reshape(-1))
             writer.write(gt_conn, gt_stamp, store.serialize_cdr(gt, "sensor_msgs/msg/Image"))
             roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-            K = camera.K.reshape(-1)
+            calibrated = camera.scaled_to(WIDTH * info_scale, HEIGHT * info_scale)
             info = t["sensor_msgs/msg/CameraInfo"](
-                header=_header(store, stamp), height=HEIGHT, width=WIDTH, distortion_model="plumb_bob",
-                d=np.zeros(5), k=K, r=np.eye(3).reshape(-1), p=np.hstack([camera.K, np.zeros((3, 1))]).reshape(-1),
-                binning_x=0, binning_y=0, roi=roi)
+                header=_header(store, stamp), height=calibrated.height, width=calibrated.width,
+                distortion_model="plumb_bob", d=np.zeros(5), k=calibrated.K.reshape(-1), r=np.eye(3).reshape(-1),
+                p=np.hstack([calibrated.K, np.zeros((3, 1))]).reshape(-1), binning_x=0, binning_y=0, roi=roi)
             writer.write(info_conn, stamp, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
             bgr = np.ascontiguousarray(rgb[..., ::-1])
             if compressed:
-                data = np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8)
+                encoded = image_data(i) if image_data is not None and image_data(i) else cv2.imencode(".jpg", bgr)[1]
+                data = np.frombuffer(bytes(encoded), np.uint8)
                 image = t["sensor_msgs/msg/CompressedImage"](header=_header(store, stamp), format="jpeg", data=data)
             else:
                 image = t["sensor_msgs/msg/Image"](header=_header(store, stamp), height=HEIGHT, width=WIDTH,
@@ -379,3 +381,77 @@ def test_temporal_change_error_is_zero_for_consistent_scale_and_positive_for_fli
     valid = np.ones_like(gt0, bool)
     assert M.temporal_change_error(gt1 * 2, gt1, valid, gt0 * 2, gt0, valid) == pytest.approx(0.0)
     assert M.temporal_change_error(gt1 * 2.2, gt1, valid, gt0 * 2, gt0, valid) == pytest.approx(math.log(1.1))
+
+
+# --- what careless users and broken recordings do (issue 12 items 7, 8) ------------------------------
+def test_wrong_topic_types_are_refused_up_front_with_one_line(tmp_path, synthetic_frames, capsys):
+    from ppd_ros.cli import main as ppd_main
+
+    camera, frames = synthetic_frames
+    bag = write_bag(tmp_path / "bag", "mcap", camera, frames)
+    common = ["eval-bag", str(bag), "--model", "tiny-random", "--target-area", "1024", "--device", "cpu",
+              "--output", str(tmp_path / "out")]
+    for extra, phrase in ((["--image-topic", "/camera/camera_info"], "has type sensor_msgs/msg/CameraInfo"),
+                          (["--image-topic", "/camera/image", "--gt-points-topic", "/camera/gt_depth"],
+                           "gt_points topic"),
+                          (["--image-topic", "/camera/none"], "is not in the bag")):
+        assert ppd_main(common + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and phrase.lower() in err[0].lower(), err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    missing = tmp_path / "no_such_bag"
+    assert ppd_main(["eval-bag", str(missing), "--image-topic", "/x"]) == 2
+    assert "no such bag" in capsys.readouterr().err and not (tmp_path / "no_such_bag_eval").exists()
+
+
+def test_report_is_written_when_no_frame_has_ground_truth(tmp_path, synthetic_frames):
+    camera, frames = synthetic_frames
+    bag = write_bag(tmp_path / "bag", "mcap", camera, frames, gt_offset_ns=30_000_000)  # 30 ms > 0.02 s
+    out = tmp_path / "out"
+    assert run(eval_args(bag, out)) == 0
+    rows, _ = read_output(out)
+    assert len(rows) == FRAMES and all(row["has_gt"] == "False" for row in rows)
+    report = (out / "report.md").read_text()
+    assert "| AbsRel (mean of frames) | n/a |" in report and "no frame had GT" in report
+    args = eval_args(bag, tmp_path / "out2")
+    args.gt_depth_topic = None
+    assert run(args) == 0 and (tmp_path / "out2" / "report.md").is_file()
+
+
+def test_rerun_into_the_same_folder_needs_overwrite(tmp_path, synthetic_frames):
+    camera, frames = synthetic_frames
+    bag = write_bag(tmp_path / "bag", "mcap", camera, frames)
+    out = tmp_path / "out"
+    assert run(eval_args(bag, out)) == 0
+    with pytest.raises(ValueError, match="--overwrite"):
+        run(eval_args(bag, out))
+    assert run(eval_args(bag, out, "--overwrite")) == 0
+    assert len(read_output(out)[0]) == FRAMES
+
+
+def test_camera_info_of_another_size_follows_the_node_rule(tmp_path, synthetic_frames):
+    camera, frames = synthetic_frames
+    bag = write_bag(tmp_path / "bag", "mcap", camera, frames, info_scale=2)  # calibrated at twice the size
+    out = tmp_path / "reject"
+    assert run(eval_args(bag, out)) == 1  # the node's default rejects every frame: nothing evaluated
+    report = (out / "report.md").read_text()
+    assert f"| frames skipped (bad message / rejected like the node) | 0 / {FRAMES} |" in report
+    assert "camera_info_size_mismatch=reject" in report
+    out = tmp_path / "scale"
+    assert run(eval_args(bag, out, "-p", "camera_info_size_mismatch:=scale")) == 0
+    assert len(read_output(out)[0]) == FRAMES
+
+
+def test_bad_compressed_frames_are_skipped_counted_and_the_run_goes_on(tmp_path, synthetic_frames):
+    from test_decode_limits import jpeg_bomb, png_bomb
+
+    camera, frames = synthetic_frames
+    bad = {1: jpeg_bomb(), 2: png_bomb(40000, 40000)}  # above the pixel limit / OpenCV's own limit
+    bag = write_bag(tmp_path / "bag", "mcap", camera, frames, compressed=True, image_data=bad.get)
+    out = tmp_path / "out"
+    assert run(eval_args(bag, out)) == 0
+    rows, _ = read_output(out)
+    assert [int(row["frame"]) for row in rows] == [0, 1]  # frames 0 and 3 of the bag
+    report = (out / "report.md").read_text()
+    assert "| frames skipped (bad message / rejected like the node) | 2 / 0 |" in report
+    assert report.count("- skipped:") == 2
