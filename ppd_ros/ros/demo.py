@@ -10,7 +10,7 @@ One process (``ppd-demo``) that
 3. records what the node publishes: depth, depth/camera_info, points, depth/colored, depth/frame
    (colcon route only) and /diagnostics;
 4. writes, under the output directory: rgb/ (inputs), depth/ (colour-mapped PNG + float32 .npy in
-   the node's metres), gt/ (the renderer's exact depth, .npy), clouds/ (binary PLY, removed points
+   the node's published depth, relative unless a metric source is set), gt/ (the renderer's exact depth, .npy), clouds/ (binary PLY, removed points
    dropped), bag/ (rosbag2 MCAP of inputs and node outputs, opens in Foxglove / ``ros2 bag``),
    metrics_summary.json and metrics_summary.md (AbsRel / delta1 after log-space alignment against
    the exact depth, a constant-depth baseline, frame counts, latency), node.log;
@@ -548,6 +548,8 @@ def run_demo(config: DemoConfig, print_fn=print) -> dict:
         "diagnostics_messages": len(client.received.get(DIAGNOSTICS_TOPIC, [])),
         "bag_messages_per_topic": written["bag_counts"],
         "cloud_points_mean": _mean(row.get("cloud_points", math.nan) for row in per_frame),
+        "depth_kind": diagnostics.get("depth_kind"),
+        "depth_note": diagnostics.get("depth_note"),
         "camera_size": [config.width, config.height],
         "depth_size": answered[0]["depth_size"] if answered else None,
         "steps": config.steps,
@@ -613,15 +615,23 @@ def write_summary_markdown(path: Path, summary: dict) -> None:
         return "n/a" if missing else f"{value:.{digits}f}"
 
     metrics, latency, timing = summary["metrics"], summary["latency"], summary["timing"]
+    grid = summary["depth_size"][0] * summary["depth_size"][1] if summary["depth_size"] else math.nan
+    kept = summary["cloud_points_mean"] / grid if grid else math.nan
+    kind = summary.get("depth_kind") or "unknown"
     lines = [
         "# ppd_ros demo: synthetic camera -> depth node over DDS", "",
         f"**Model: {summary['model']}** — {summary['model_note']}.", "",
         f"Frames sent {summary['frames_sent']}, answered {summary['frames_answered']}; camera "
         f"{summary['camera_size'][0]}x{summary['camera_size'][1]}, depth "
         f"{'x'.join(map(str, summary['depth_size'])) if summary['depth_size'] else 'n/a'}, "
-        f"{summary['steps']} diffusion steps, scene seed {summary['seed']}; "
-        f"{number(summary['cloud_points_mean'], 0)} points per cloud on average after the flying-pixel "
-        "filter.", "",
+        f"{summary['steps']} diffusion steps, scene seed {summary['seed']}.", "",
+        f"Depth published by the node: **{kind.upper()}** ({summary.get('depth_note') or 'see its diagnostics'}). "
+        "The saved depth/*.npy are those published values; the quality table below aligns them to the exact "
+        "depth first, as relative depth is evaluated.", "",
+        f"Clouds: {number(summary['cloud_points_mean'], 0)} points on average of the {number(grid, 0)} pixels of the "
+        f"depth grid ({number(100 * kept, 0)}%) are kept by the flying-pixel filter; the rest are pixels without "
+        "depth or points it removed as hanging between surfaces (for a small demo model that includes its "
+        "pixel-level noise, which looks like depth discontinuities to the filter).", "",
         "## Depth quality (mean over answered frames)", "",
         f"Alignment: {metrics['alignment']}. Baseline: {metrics['baseline']}.", "",
         "| prediction | AbsRel (lower is better) | delta1 (higher is better) |", "|---|---|---|",
@@ -644,7 +654,7 @@ def write_summary_markdown(path: Path, summary: dict) -> None:
         *(f"| {NAMESPACE}/{topic} | {count} |" for topic, count in summary["received_per_topic"].items()),
         f"| {DIAGNOSTICS_TOPIC} | {summary['diagnostics_messages']} |", "",
         "Files: rgb/*.png (inputs), depth/*.png (colour-mapped inverse depth) and depth/*.npy (float32, the "
-        "node's metres), gt/*.npy (exact depth on the depth grid), clouds/*.ply (binary PLY, removed "
+        f"node's published depth: {kind}), gt/*.npy (exact depth on the depth grid), clouds/*.ply (binary PLY, removed "
         "points dropped), bag/ (rosbag2 MCAP: inputs, node outputs, /diagnostics), node.log.", "",
     ]
     path.write_text("\n".join(lines))
