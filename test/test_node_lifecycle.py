@@ -26,17 +26,6 @@ DOMAIN_ID = 77
 NODE = "/careless_depth"
 
 
-def call(client, srv_type, name, request, timeout=30.0):
-    service = client.node.create_client(srv_type, name)
-    assert service.wait_for_service(timeout_sec=20.0), f"service {name} not available"
-    future = service.call_async(request)
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        assert time.monotonic() < deadline, f"{name} did not answer"
-        time.sleep(0.02)
-    return future.result()
-
-
 @pytest.fixture(scope="module")
 def managed():
     node = NodeProcess.depth_node(["-r", "__node:=careless_depth", "-p", "auto_start:=false", "-p", "model:=tiny-random",
@@ -58,11 +47,11 @@ def managed():
 def transition(client, transition_id: int) -> bool:
     request = ChangeState.Request()
     request.transition.id = transition_id
-    return call(client, ChangeState, f"{NODE}/change_state", request, timeout=60).success
+    return client.call(ChangeState, f"{NODE}/change_state", request, timeout=60).success
 
 
 def state(client) -> int:
-    return call(client, GetState, f"{NODE}/get_state", GetState.Request()).current_state.id
+    return client.call(GetState, f"{NODE}/get_state", GetState.Request()).current_state.id
 
 
 def send(client, index: int):
@@ -117,7 +106,7 @@ def test_runtime_parameters_validated_live_applied_reload_refused(managed):
                  ParameterType.PARAMETER_DOUBLE_ARRAY: "double_array_value"}[kind]
         value_msg = ParameterValue(type=kind, **{field: value})
         request = SetParameters.Request(parameters=[Parameter(name=name, value=value_msg)])
-        return call(client, SetParameters, f"{NODE}/set_parameters", request).results[0]
+        return client.call(SetParameters, f"{NODE}/set_parameters", request).results[0]
 
     integer, double, string = ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_STRING
     bad = [("steps", 0, integer), ("steps", -3, integer), ("target_area", -5, integer), ("depth_scale", float("nan"), double),

@@ -77,20 +77,6 @@ def test_missing_weights_names_fetch_command(failing_nodes):
     assert len(errors) == 1 and "ppd fetch-weights" in errors[0], errors
 
 
-def call(client, service_type, name, request, timeout=15.0):
-    service = client.node.create_client(service_type, name)
-    try:
-        assert service.wait_for_service(timeout_sec=timeout), f"service {name} not available"
-        future = service.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            assert time.monotonic() < deadline, f"no answer from {name}"
-            time.sleep(0.02)
-        return future.result()
-    finally:
-        client.node.destroy_client(service)
-
-
 def test_lifecycle_without_auto_start():
     # the shipped params file (every default) loads in rcl; -p overrides win over it
     node = NodeProcess.depth_node(["-r", "__node:=managed_depth", "--params-file", str(REPO / "config" / "depth_node.yaml"),
@@ -104,7 +90,7 @@ def test_lifecycle_without_auto_start():
         info_pub = client.publisher("camera_info", CameraInfo)
 
         def state():
-            return call(client, GetState, "/managed_depth/get_state", GetState.Request()).current_state.id
+            return client.call(GetState, "/managed_depth/get_state", GetState.Request()).current_state.id
 
         assert state() == State.PRIMARY_STATE_UNCONFIGURED
         assert image_pub.get_subscription_count() == 0  # nothing is subscribed before configure
@@ -112,7 +98,7 @@ def test_lifecycle_without_auto_start():
         def transition(transition_id):
             request = ChangeState.Request()
             request.transition.id = transition_id
-            assert call(client, ChangeState, "/managed_depth/change_state", request, timeout=60).success
+            assert client.call(ChangeState, "/managed_depth/change_state", request, timeout=60).success
 
         transition(Transition.TRANSITION_CONFIGURE)
         assert state() == State.PRIMARY_STATE_INACTIVE

@@ -170,6 +170,20 @@ class RosClient:
                 if time.monotonic() > deadline:
                     raise
 
+    def call(self, service_type, name: str, request, timeout: float = 30.0):
+        """Call service ``name`` (waiting for it) and return its response."""
+        service = self.node.create_client(service_type, name)
+        try:
+            assert service.wait_for_service(timeout_sec=min(timeout, 20.0)), f"service {name} not available"
+            future = service.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                assert time.monotonic() < deadline, f"no answer from {name}"
+                time.sleep(0.02)
+            return future.result()
+        finally:
+            self.node.destroy_client(service)
+
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
