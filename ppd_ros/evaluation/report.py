@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ppd_ros.evaluation.bag import typestore
+from ppd_ros.geometry.resize import resize_nearest
 from ppd_ros.paths import share_dir
 
 DEPTH_FRAME_TYPE = "ppd_ros/msg/DepthFrame"
@@ -180,7 +181,7 @@ class WorstFrames:
         h, w = image.shape[:2]
         factor = min(1.0, self.max_side / max(h, w))
         size = (max(1, round(w * factor)), max(1, round(h * factor)))
-        return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST)
+        return resize_nearest(image, size[1], size[0])
 
     def offer(self, score: float, index: int, rgb, prediction, gt) -> None:
         if not math.isfinite(score) or self.count <= 0:
@@ -199,26 +200,19 @@ class WorstFrames:
         return sorted(self._heap, reverse=True)
 
 
-def colour_depth(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Metres -> BGR (near bright), black where invalid."""
-    scaled = np.clip((hi - np.nan_to_num(depth, nan=hi)) / max(hi - lo, 1e-6), 0, 1)
-    out = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
-    out[~np.isfinite(depth)] = 0
-    return out
-
-
 def error_map_image(snapshot: FrameSnapshot, max_error: float = 0.25) -> np.ndarray:
-    """RGB | prediction | GT | relative error (|pred - gt| / gt, 0..max_error) side by side."""
+    """BGR image for cv2.imwrite: RGB | prediction | GT | relative error (|pred - gt| / gt,
+    0..max_error) side by side."""
+    from ppd_ros.colormap import depth_range_rgb, error_rgb
+
     gt = snapshot.gt
     finite = np.isfinite(gt)
     lo, hi = (np.percentile(gt[finite], [2, 98]) if finite.any() else (0.0, 1.0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        error = np.abs(snapshot.prediction - gt) / gt
-    error_colour = cv2.applyColorMap((np.clip(np.nan_to_num(error) / max_error, 0, 1) * 255).astype(np.uint8),
-                                     cv2.COLORMAP_JET)
-    error_colour[~finite] = 0
-    panels = [cv2.cvtColor(snapshot.rgb, cv2.COLOR_RGB2BGR), colour_depth(snapshot.prediction, lo, hi),
-              colour_depth(gt, lo, hi), error_colour]
+        error = np.where(finite, np.abs(snapshot.prediction - gt) / gt, np.nan)
+    panels = [snapshot.rgb, depth_range_rgb(snapshot.prediction, lo, hi), depth_range_rgb(gt, lo, hi),
+              error_rgb(error, max_error)]
+    panels = [cv2.cvtColor(np.ascontiguousarray(panel), cv2.COLOR_RGB2BGR) for panel in panels]
     labels = ["rgb", "prediction", "ground truth", f"AbsRel error 0..{max_error}"]
     for panel, label in zip(panels, labels):
         cv2.putText(panel, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)

@@ -22,6 +22,7 @@ import torch
 
 from ppd_ros.constants import DEFAULT_MAX_GRAZING_ANGLE_DEG, DEFAULT_MAX_RELATIVE_JUMP
 from ppd_ros.geometry.camera import CameraModel
+from ppd_ros.geometry.resize import resize_nearest
 
 # PointCloud2 layout: x, y, z, rgb as float32 (rgb carries the bits 0x00RRGGBB).
 CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 4, "offsets": [0, 4, 8, 12], "itemsize": 16})
@@ -181,15 +182,6 @@ def _flying_mask_of_depth(z, rays, max_relative_jump, max_grazing_angle_deg) -> 
     return remove
 
 
-def _resize_nearest(rgb: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    if rgb.shape[:2] == (height, width):
-        return rgb
-    resized = torch.nn.functional.interpolate(
-        rgb.permute(2, 0, 1).unsqueeze(0).float(), size=(height, width), mode="nearest-exact"
-    )
-    return resized[0].permute(1, 2, 0).round().to(torch.uint8)
-
-
 def depth_to_cloud(
     depth,
     camera: CameraModel,
@@ -242,7 +234,7 @@ def depth_to_cloud(
         colour = _as_tensor(rgb, device=depth.device)
         if colour.dim() != 3 or colour.shape[-1] != 3 or colour.dtype != torch.uint8:
             raise ValueError(f"rgb must be (H, W, 3) uint8, got shape {tuple(colour.shape)} {colour.dtype}")
-        colour = _resize_nearest(colour, height, width)
+        colour = resize_nearest(colour, height, width)
         for byte, channel in ((12, 2), (13, 1), (14, 0)):
             buffer[..., byte] = colour[..., channel]
         buffer[..., 15] = 0
