@@ -36,6 +36,7 @@ def failing_nodes(tmp_path_factory):
         "moge2 without its model": NodeProcess.depth_node(
             ["-p", "model:=tiny-random", "-p", "metric_source:=moge2"], DOMAIN_ID),
         "missing params file": NodeProcess.depth_node(["--params-file", str(empty / "nope.yaml")], DOMAIN_ID),
+        "cuda on a CPU build": NodeProcess.depth_node(["-p", "model:=tiny-random", "-p", "device:=cuda"], DOMAIN_ID),
         # through the pip route's console script when this environment has it installed
         "missing weights": NodeProcess(
             [*PIP_ENTRY, "--ros-args", "-p", "model:=ppd-da2", "-p", f"weights_dir:={empty}"], DOMAIN_ID),
@@ -52,6 +53,15 @@ def test_invalid_parameters_give_one_error_each_and_exit_1(failing_nodes):
                    "input_transport='udp' is not one of raw, compressed", "sync_tolerance=-1.0"):
         assert len([line for line in errors if phrase in line]) == 1, (phrase, errors)
     assert len(errors) == 4, errors
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda_is_one_line_with_the_fix(failing_nodes):
+    code, node = failing_nodes["cuda on a CPU build"]
+    assert code == 1
+    errors = node.matching("[ERROR]")
+    assert len(errors) == 1 and "CUDA requested" in errors[0] and "device cpu" in errors[0], node.output()
+    assert "Traceback" not in "\n".join(node.output())
 
 
 def test_missing_params_file_is_one_line_naming_it(failing_nodes):
