@@ -169,6 +169,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("metric_reference_tolerance", 0.05, "sparse: seconds; a frame pairs with the reference of the nearest "
        "stamp within this. A frame without one keeps the filtered scale/shift.", "metric", minimum=0,
        change=LIVE),
+    _p("metric_reference_reuse", False, "sparse: false: a reference message pairs with one frame only, so a "
+       "frame whose own reference is missing keeps the held scale/shift (fit_status no_reference) instead of "
+       "silently refitting to the previous frame's reference; true: one reference may pair with several frames "
+       "(a reference slower than the camera, e.g. a 10 Hz LiDAR behind a 30 Hz camera; set "
+       "metric_reference_tolerance to cover its period).", "metric", change=LIVE),
     _p("metric_lidar_translation", [0.0, 0.0, 0.0], "pointcloud reference: position x, y, z (metres) of the "
        "LiDAR frame in the camera optical frame (z forward, x right, y down): what tf2 "
        "lookup_transform(camera_optical_frame, lidar_frame) gives.", "metric"),
@@ -181,6 +186,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        "restarts.", "metric", minimum=0, exclusive=True),
     _p("metric_max_residual", 0.3, "moge2/sparse: a fit whose inlier RMS residual in log(depth + 1) units is "
        "above this is rejected; the frame keeps the previous scale/shift.", "metric", minimum=0, exclusive=True),
+    _p("metric_max_age", 2.0, "moge2/sparse: seconds (frame stamps) a held scale/shift stays fresh after the last "
+       "accepted fit; older, the output is stale: flagged (DepthFrame metric_stale, diagnostics WARN, a log "
+       "line) and metric_stale_output applies. 0 = never stale.", "metric", minimum=0, change=LIVE),
+    _p("metric_stale_output", "held_scale", "moge2/sparse: what frames without a fresh metric scale publish. "
+       "held_scale: stale frames keep the held scale (metres by the last accepted fit, flagged stale) and "
+       "frames before the first accepted fit are relative (the fixed mapping, flagged); no_depth: both "
+       "publish no depth at all (NaN in depth and points, is_metric false), so nothing is ever published in "
+       "assumed metres, for consumers that cannot read the flags (costmaps, planners).", "metric",
+       choices=("held_scale", "no_depth"), change=LIVE),
     _p("use_moge_intrinsics", True, "model ppd-moge2 and no CameraInfo paired with a frame: use the intrinsics "
        "MoGe-2 estimates for depth/camera_info and points (diagnostics report camera_info: MoGe-2 estimate).",
        "metric", change=LIVE),
@@ -246,11 +260,14 @@ class DepthConfig:
     metric_reference_type: str
     metric_reference_topic: str
     metric_reference_tolerance: float
+    metric_reference_reuse: bool
     metric_lidar_translation: tuple[float, ...]
     metric_lidar_rotation_xyzw: tuple[float, ...]
     metric_temporal_filter: bool
     metric_max_gap: float
     metric_max_residual: float
+    metric_max_age: float
+    metric_stale_output: str
     use_moge_intrinsics: bool
     input_reliability: str
     input_depth: int

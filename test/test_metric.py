@@ -1,5 +1,7 @@
 """Metric alignment: the official least-squares fit (golden), the robust fit and its guards, metric
-sources (depth images, LiDAR projection), the temporal filter, and quality bounds on synthetic data."""
+sources (depth images as points at any grid size, LiDAR projection), the temporal filter, the
+pipeline's metric step (statuses, age of the held scale, staleness), and quality bounds on
+synthetic data (bench metric's measurements, drift included)."""
 from __future__ import annotations
 
 import math
@@ -10,10 +12,14 @@ import torch
 from conftest import load_golden
 from scipy.spatial.transform import Rotation
 
-from ppd_ros.bench.metric import measure_accuracy, measure_stability
-from ppd_ros.metric import (FitStatus, LidarProjector, RobustFitConfig, ScaleShiftFilter, StableAlignment,
-                            TemporalFilterConfig, relative_to_metres, depth_image_to_metres, fit_log_depth, fixed_fit,
-                            least_squares_scale_shift, quaternion_to_matrix, resample_nearest)
+from ppd_ros.bench.metric import (FIXED_NOISE_FILTER, lidar_points, measure_accuracy, measure_drift, measure_stability,
+                                  pinhole_K, ppd_normalised, synthetic_depth)
+from ppd_ros.metric import (FitStatus, LidarProjector, ReferencePoints, RobustFitConfig, ScaleShiftFilter,
+                            StableAlignment, TemporalFilterConfig, depth_image_points, relative_to_metres,
+                            depth_image_to_metres, fit_log_depth, fixed_fit, least_squares_scale_shift,
+                            quaternion_to_matrix, resample_nearest)
+from ppd_ros.metric.alignment import valid_log_pairs
+from ppd_ros.pipeline.metric_depth import MetricDepth, depth_image_reference
 
 
 # ---- official least squares (golden) ---------------------------------------------------------------
@@ -111,6 +117,28 @@ def test_degenerate_fits_return_fallback_with_flag():
     assert (identity.scale, identity.shift) == (1.0, 0.0)
 
 
+def test_all_outlier_reference_is_rejected_with_no_inliers():
+    rng = np.random.default_rng(5)
+    relative, depth = _affine_pair(rng, n=500)
+    garbage = depth * rng.uniform(0.3, 3.0, depth.size)  # every point at a random range
+    fit = fit_log_depth(relative, garbage)
+    # the Tukey band scales with the residuals' own spread, so it would call every point an inlier
+    assert fit.status is FitStatus.TOO_SPREAD and fit.inlier_ratio == 0.0 and fit.residual > 0.3
+    good = fit_log_depth(relative, depth * np.exp(rng.normal(0, 0.05, depth.size)))
+    assert good.ok and good.inlier_ratio > 0.95
+
+
+def test_fit_standard_errors_match_the_spread_of_repeated_fits():
+    """The filter weighs each fit by these standard errors, so they must be right."""
+    rng = np.random.default_rng(6)
+    relative, depth = _affine_pair(rng, n=400)
+    fits = [fit_log_depth(relative, depth * np.exp(rng.normal(0, 0.05, depth.size)), seed=i) for i in range(60)]
+    assert all(f.ok for f in fits)
+    for spread, errors in ((np.std([math.log(f.scale) for f in fits]), [f.log_scale_std for f in fits]),
+                           (np.std([f.shift for f in fits]), [f.shift_std for f in fits])):
+        assert 0.7 < np.mean(errors) / spread < 1.4
+
+
 def test_fixed_fit():
     fit = fixed_fit(2.0, 0.5)
     assert fit.ok and fit.status is FitStatus.FIXED and (fit.scale, fit.shift) == (2.0, 0.5)
@@ -155,6 +183,54 @@ def test_resample_nearest():
     big = np.arange(64, dtype=np.float32).reshape(8, 8)
     down = resample_nearest(big, 4, 4)
     np.testing.assert_array_equal(down, big[1::2, 1::2])  # centres of 2x2 blocks land on the odd pixel
+
+
+def test_depth_image_points_keep_every_valid_pixel_pixel_centre_aligned():
+    image = np.full((4, 6), np.nan, np.float32)
+    image[0, 0], image[1, 2], image[3, 5], image[2, 3] = 1.0, 2.0, 3.0, -1.0  # -1: invalid
+    down = depth_image_points(image, 2, 3)  # 2x2 reference pixels per grid pixel
+    assert down.count == 3 and down.shape == (2, 3)
+    np.testing.assert_array_equal(down.rows, [0, 0, 1])
+    np.testing.assert_array_equal(down.cols, [0, 1, 2])
+    np.testing.assert_array_equal(down.depth, [1.0, 2.0, 3.0])
+    up = depth_image_points(image, 8, 12)  # reference pixel (u, v) -> grid (2u + 1, 2v + 1): its centre
+    np.testing.assert_array_equal(up.rows, [1, 3, 7])
+    np.testing.assert_array_equal(up.cols, [1, 5, 11])
+    relative = np.arange(6, dtype=np.float64).reshape(2, 3)
+    x, y = valid_log_pairs(relative, down)
+    np.testing.assert_array_equal(x, [0, 1, 5])
+    np.testing.assert_allclose(y, np.log1p([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="differ"):
+        fit_log_depth(np.zeros((3, 3)), down)
+
+
+def test_sparse_depth_image_fits_the_same_at_every_grid_size():
+    """A 640x480 stereo/ToF-like reference with 400 valid pixels (5 % noise, 10 % outliers): every
+    valid pixel counts, so the fit is the same on a 96x64 grid as on the full one (a reference
+    resampled to the grid kept ~2 % of its pixels there and never fitted)."""
+    rng = np.random.default_rng(11)
+    K = pinhole_K(480, 640)
+    exact = synthetic_depth(480, 640, K, seed=3)
+    _, lo, hi = ppd_normalised(exact)
+    gain, offset = 1.2, 0.05  # relative = gain * normalised + offset: true scale (hi - lo) / gain
+    reference = np.full(exact.shape, np.nan, np.float32)
+    pixels = rng.choice(exact.size, 400, replace=False)
+    noisy = exact.reshape(-1)[pixels] * np.exp(rng.normal(0, 0.05, 400))
+    wrong = rng.random(400) < 0.1
+    noisy[wrong] *= rng.uniform(0.3, 3.0, wrong.sum())
+    reference.reshape(-1)[pixels] = noisy
+    scales = []
+    for height, width in ((64, 96), (96, 128), (240, 320), (480, 640)):
+        grid_depth = resample_nearest(exact, height, width)
+        relative = torch.from_numpy(gain * ((np.log1p(grid_depth) - lo) / (hi - lo) - 0.5) + offset)
+        result = MetricDepth("sparse", 2.0, 1.5).map(relative, 0.0, "cam", depth_image_reference(reference, height,
+                                                                                                  width))
+        assert result.is_metric and result.status == "ok" and result.reference_points == 400, (height, result)
+        scales.append(result.scale)
+    np.testing.assert_allclose(scales, (hi - lo) / gain, rtol=0.04)
+    assert max(scales) / min(scales) < 1.04
+    # what the node did before: resampled to the 96x64 grid, too few pixels are left to fit
+    assert np.isfinite(resample_nearest(reference, 64, 96)).sum() < RobustFitConfig().min_points
 
 
 def test_quaternion_in_ros_order():
@@ -246,8 +322,66 @@ def test_sparse_alignment_is_close_to_dense_and_survives_outliers():
     assert acc.sparse_least_squares_abs_rel > 1.5 * acc.sparse_abs_rel  # outliers break plain LS, not ours
 
 
-def test_filter_cuts_jitter_and_follows_a_step():
+def test_filter_follows_a_step_without_resetting_on_a_static_sequence():
     st = measure_stability(height=96, width=128, frames=80, step_frames=30, seed=0)
     assert st.resets == 0
-    assert st.jitter_ratio >= 3.0
-    assert abs(st.large_step) > 0.2 and st.frames_to_follow_large <= 10
+    assert abs(st.large_step) > 0.2 and st.frames_to_follow_large <= 4
+    assert st.frames_to_follow_small <= 2
+
+
+def test_filter_costs_no_accuracy_under_drift_and_smooths_sparse_noisy_fits():
+    variants = {"none": None, "default": TemporalFilterConfig(), "fixed noise": FIXED_NOISE_FILTER}
+    precise = {r.name: r for r in measure_drift(96, 128, frames=90, points=500, range_noise=0.05, variants=variants)}
+    assert precise["default"].log_error_std <= 1.01 * precise["none"].log_error_std
+    assert precise["default"].largest_step <= 1.01 * precise["none"].largest_step
+    assert precise["fixed noise"].log_error_std > 2 * precise["none"].log_error_std  # lagging costs, as measured
+    noisy = {r.name: r for r in measure_drift(96, 128, frames=90, points=60, range_noise=0.10, variants=variants)}
+    assert noisy["default"].log_error_std < 0.98 * noisy["none"].log_error_std
+    assert noisy["default"].largest_step < 0.95 * noisy["none"].largest_step
+
+
+# ---- the pipeline's metric step ---------------------------------------------------------------------
+
+def _scene(n=40 * 30, seed=12):
+    rng = np.random.default_rng(seed)
+    relative, depth = _affine_pair(rng, n=n)
+    return torch.from_numpy(relative.reshape(30, 40)), depth.reshape(30, 40)
+
+
+def test_metric_step_reports_accepted_jump_rejected_reset_and_the_age_of_the_held_scale():
+    relative, depth = _scene()
+    step = MetricDepth("sparse", 2.0, 1.5, max_age=1.0)
+    first = step.map(relative, 10.0, "cam", depth)
+    assert first.status == "ok" and first.filter_reset == "first" and first.is_metric
+    assert (first.scale_age, first.scale_age_frames, first.stale) == (0.0, 0, False)
+    held = step.map(relative, 10.25, "cam", None)
+    assert held.status == "no_reference" and held.scale == first.scale
+    assert held.scale_age == pytest.approx(0.25) and held.scale_age_frames == 1
+    tripled = depth * 3.0  # the reference's scale changes for real
+    jumps = [step.map(relative, 10.5 + 0.05 * i, "cam", tripled) for i in range(3)]
+    assert [j.status for j in jumps] == ["rejected_jump", "rejected_jump", "reset"]
+    assert jumps[0].scale == jumps[1].scale == first.scale and jumps[1].scale_age_frames == 3
+    assert jumps[2].filter_reset == "jump" and jumps[2].shift > first.shift + 0.5 and jumps[2].scale_age == 0.0
+    garbage = step.map(relative, 10.7, "cam", depth * np.random.default_rng(0).uniform(0.3, 3.0, depth.shape))
+    assert garbage.status == "too_spread" and garbage.inlier_ratio == 0.0 and garbage.scale == jumps[2].scale
+    stale = step.map(relative, 11.7, "cam", None)  # 1.1 s after the last accepted fit
+    assert stale.stale and stale.is_metric and stale.scale == jumps[2].scale  # held_scale: still applied
+    assert stale.scale_age == pytest.approx(1.1) and stale.scale_age_frames == 2
+    step.max_age = 0.0  # never stale
+    assert not step.map(relative, 12.0, "cam", None).stale
+
+
+def test_metric_step_no_depth_publishes_nothing_without_a_fresh_scale():
+    relative, depth = _scene()
+    step = MetricDepth("sparse", 2.0, 1.5, max_age=0.5, stale_output="no_depth")
+    before = step.map(relative, 1.0, "cam", None)  # no fit accepted yet
+    assert not before.is_metric and torch.isnan(before.depth).all() and math.isnan(before.scale_age)
+    fresh = step.map(relative, 1.1, "cam", depth)
+    assert fresh.is_metric and torch.isfinite(fresh.depth).all()
+    assert step.map(relative, 1.5, "cam", None).is_metric  # held 0.4 s: fresh
+    stale = step.map(relative, 1.7, "cam", None)
+    assert stale.stale and not stale.is_metric and torch.isnan(stale.depth).all()
+    again = step.map(relative, 1.75, "cam", depth)
+    assert again.status == "ok" and again.is_metric and not again.stale
+    with pytest.raises(ValueError, match="stale output"):
+        MetricDepth("sparse", 2.0, 1.5, stale_output="relative")

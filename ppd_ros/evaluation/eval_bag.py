@@ -196,7 +196,9 @@ class Evaluation:
                            result.cloud, dict(
                                is_metric=record.is_metric, metric_source=record.metric_source,
                                scale=_f32(record.scale), shift=_f32(record.shift),
-                               fit_residual=_f32(record.fit_residual), model=record.model, steps=record.steps,
+                               fit_residual=_f32(record.fit_residual), fit_status=record.fit_status,
+                               scale_age=_f32(record.scale_age), scale_age_frames=record.scale_age_frames,
+                               metric_stale=record.metric_stale, model=record.model, steps=record.steps,
                                inference_time=_f32(record.inference_time), latency=0.0, dropped_frames=0,
                                skipped_frames=0))
         write_s = time.perf_counter() - start
@@ -208,7 +210,8 @@ class Evaluation:
             evaluated=evaluated, fit_status=record.fit_status, abs_rel=frame.abs_rel, delta1=frame.delta1,
             boundary_f1=frame.boundary_f1, flying_share=frame.flying_share, edge_points=frame.edge_points,
             temporal_error=frame.temporal_error, valid_pixels=frame.valid_pixels, scale=record.scale,
-            shift=record.shift, latency_frames=record.latency_frames, **timings, total_s=sum(timings.values())))
+            shift=record.shift, scale_age=record.scale_age, metric_stale=record.metric_stale,
+            latency_frames=record.latency_frames, **timings, total_s=sum(timings.values())))
 
     def _sample_sequence(self, relative, gt, valid) -> None:
         index = np.flatnonzero(valid)
@@ -329,7 +332,8 @@ def run(args: argparse.Namespace) -> int:
                     decode_s = time.perf_counter() - start
                     info = infos.nearest(stamp, config.sync_tolerance)
                     camera = camera_info_to_model(info, rectified=config.image_is_rectified) if info else None
-                    reference = (references.nearest(stamp, config.metric_reference_tolerance, take=True)
+                    reference = (references.nearest(stamp, config.metric_reference_tolerance,
+                                                    take=not config.metric_reference_reuse)
                                  if config.metric_source == "sparse" else None)
                     frame = FrameInput(rgb, stamp, camera, reference, tag=message.msg.header.frame_id,
                                        decode_seconds=decode_s)

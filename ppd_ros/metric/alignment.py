@@ -1,8 +1,9 @@
 """Fit PPD's relative log-depth to a metric reference, and apply the fit.
 
 PPD predicts ``r``, log(depth + 1) normalised per frame, so metric depth follows from an affine map
-in log space: ``log(d + 1) = scale * r + shift``. The fit runs on valid pixel pairs (reference finite
-and > 0, prediction finite). It is robust: a least-median-of-squares search over random point pairs
+in log space: ``log(d + 1) = scale * r + shift``. The fit runs on valid pairs (reference finite and
+> 0, prediction finite): per pixel of a reference image on the prediction grid, or per point of
+:class:`ReferencePoints` (every sample of a sparse reference, several may share a grid pixel). It is robust: a least-median-of-squares search over random point pairs
 gives a start that ignores up to half the points, then iteratively reweighted least squares with
 Tukey's biweight refines it. Degenerate fits fall back to a value the caller supplies, with a flag.
 """
@@ -52,10 +53,12 @@ class AlignmentFit:
     shift: float
     status: FitStatus
     residual: float  # RMS of the inlier residuals, log(d + 1) units; NaN when not fitted
-    inlier_ratio: float  # inliers / num_points; 0 when not fitted
-    num_points: int  # valid pixel pairs
+    inlier_ratio: float  # inliers / num_points; 0 when no line was accepted (see fit_log_depth)
+    num_points: int  # valid reference pairs
     fitted_scale: float = math.nan
     fitted_shift: float = math.nan
+    log_scale_std: float = math.nan  # standard error of log(fitted_scale) from the inlier residuals
+    shift_std: float = math.nan  # standard error of fitted_shift
 
     @property
     def ok(self) -> bool:
@@ -100,19 +103,45 @@ def least_squares_scale_shift(prediction, target, mask=None, dtype=np.float32) -
     return float((a11 * b0 - a01 * b1) / det), float((-a01 * b0 + a00 * b1) / det)
 
 
+@dataclass(frozen=True)
+class ReferencePoints:
+    """Metric reference samples on a prediction grid of ``shape`` (height, width): sample i has
+    depth ``depth[i]`` (metres) and falls in grid pixel (``rows[i]``, ``cols[i]``). Unlike a
+    reference image resampled to the grid, every sample counts, whatever the grid size."""
+
+    rows: np.ndarray  # (N,) int64
+    cols: np.ndarray  # (N,) int64
+    depth: np.ndarray  # (N,) float32 metres
+    shape: tuple[int, int]
+
+    @property
+    def count(self) -> int:
+        return int(self.depth.size)
+
+
 def valid_log_pairs(relative, reference_depth, mask=None) -> tuple[np.ndarray, np.ndarray]:
-    """(r, log(d + 1)) as float64 1-D arrays over pixels where the reference is finite and > 0,
-    the prediction is finite, and ``mask`` (optional) is true. Shapes must match after squeezing."""
+    """(r, log(d + 1)) as float64 1-D arrays over the reference samples that are finite and > 0
+    where the prediction is finite and ``mask`` (optional) is true. ``reference_depth``: an image
+    on the prediction grid (shapes must match after squeezing) or :class:`ReferencePoints`."""
     r = np.squeeze(to_numpy(relative)).astype(np.float64)
-    d = np.squeeze(to_numpy(reference_depth)).astype(np.float64)
-    if r.shape != d.shape:
-        raise ValueError(f"prediction {r.shape} and reference {d.shape} are not on the same grid")
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(r) & np.isfinite(d) & (d > 0)
+    m = None
     if mask is not None:
         m = np.squeeze(to_numpy(mask)).astype(bool)
         if m.shape != r.shape:
             raise ValueError(f"mask {m.shape} does not match the prediction {r.shape}")
+    if isinstance(reference_depth, ReferencePoints):
+        if tuple(reference_depth.shape) != r.shape:
+            raise ValueError(f"prediction {r.shape} and reference points of grid {reference_depth.shape} differ")
+        r = r[reference_depth.rows, reference_depth.cols]
+        d = reference_depth.depth.astype(np.float64)
+        m = m[reference_depth.rows, reference_depth.cols] if m is not None else None
+    else:
+        d = np.squeeze(to_numpy(reference_depth)).astype(np.float64)
+        if r.shape != d.shape:
+            raise ValueError(f"prediction {r.shape} and reference {d.shape} are not on the same grid")
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(r) & np.isfinite(d) & (d > 0)
+    if m is not None:
         valid &= m
     return r[valid], np.log1p(d[valid])
 
@@ -152,12 +181,20 @@ def _robust_sigma(residuals: np.ndarray, floor: float) -> float:
     return max(1.4826 * float(np.median(np.abs(residuals))), floor)
 
 
-def robust_line_fit(x: np.ndarray, y: np.ndarray, config: RobustFitConfig = RobustFitConfig(),
-                    seed: int = 0) -> tuple[float, float, float, float]:
-    """Robust ``y ~ slope * x + intercept``: least-median start, Tukey IRLS refinement.
+@dataclass(frozen=True)
+class LineFit:
+    slope: float
+    intercept: float
+    residual: float  # RMS of the inlier residuals (NaN without inliers)
+    inlier_ratio: float
+    slope_std: float  # standard errors from the inlier residuals (NaN with fewer than 3 inliers)
+    intercept_std: float
 
-    Returns (slope, intercept, inlier RMS residual, inlier ratio); deterministic for a given seed.
-    """
+
+def robust_line_fit(x: np.ndarray, y: np.ndarray, config: RobustFitConfig = RobustFitConfig(),
+                    seed: int = 0) -> LineFit:
+    """Robust ``y ~ slope * x + intercept``: least-median start, Tukey IRLS refinement;
+    deterministic for a given seed."""
     rng = np.random.default_rng(seed)
     slope, intercept = _least_median_start(x, y, config, rng)
     for _ in range(config.irls_iterations):
@@ -176,7 +213,17 @@ def robust_line_fit(x: np.ndarray, y: np.ndarray, config: RobustFitConfig = Robu
     residuals = y - (slope * x + intercept)
     inliers = np.abs(residuals) < config.tukey_c * _robust_sigma(residuals, config.sigma_floor)
     rms = float(np.sqrt(np.mean(residuals[inliers] ** 2))) if inliers.any() else math.nan
-    return slope, intercept, rms, float(inliers.mean())
+    slope_std = intercept_std = math.nan
+    n = int(inliers.sum())
+    if n > 2:  # ordinary least-squares standard errors on the inliers
+        xi = x[inliers]
+        sigma = math.sqrt(float(np.sum(residuals[inliers] ** 2)) / (n - 2))
+        mean = float(xi.mean())
+        sxx = float(np.sum((xi - mean) ** 2))
+        if sxx > 0:
+            slope_std = sigma / math.sqrt(sxx)
+            intercept_std = sigma * math.sqrt(1.0 / n + mean * mean / sxx)
+    return LineFit(slope, intercept, rms, float(inliers.mean()), slope_std, intercept_std)
 
 
 def fit_log_depth(relative, reference_depth, mask=None, *, fallback: tuple[float, float] | None = None,
@@ -184,9 +231,15 @@ def fit_log_depth(relative, reference_depth, mask=None, *, fallback: tuple[float
     """Robust fit of ``log(reference + 1) = scale * relative + shift`` on valid pixels.
 
     ``relative``: PPD output (H, W) (numpy or torch, leading singleton dims allowed);
-    ``reference_depth``: metric depth in metres on the same grid, NaN / <= 0 = no reference;
-    ``mask``: optional extra validity (e.g. MoGe-2's mask); ``fallback``: (scale, shift) returned
-    when the fit is degenerate, typically the previous frame's value; identity (1, 0) if None.
+    ``reference_depth``: metric depth in metres on the same grid (NaN / <= 0 = no reference) or
+    :class:`ReferencePoints` on it; ``mask``: optional extra validity (e.g. MoGe-2's mask);
+    ``fallback``: (scale, shift) returned when the fit is degenerate, typically the previous
+    frame's value; identity (1, 0) if None.
+
+    ``inlier_ratio`` is the share of points the line explains when it was accepted (or rejected as
+    TOO_FEW_INLIERS, which it is the reason of). A line rejected as TOO_SPREAD or DEGENERATE_SLOPE
+    explains no point: 0 (its Tukey band, scaled to the residuals' own spread, would call every
+    point of an all-outlier reference an inlier).
     """
     fallback_scale, fallback_shift = fallback if fallback is not None else (1.0, 0.0)
     x, y = valid_log_pairs(relative, reference_depth, mask)
@@ -203,14 +256,16 @@ def fit_log_depth(relative, reference_depth, mask=None, *, fallback: tuple[float
         x, y = x[keep], y[keep]
     if float(np.std(x)) < config.min_relative_spread:
         return failed(FitStatus.DEGENERATE_SLOPE)
-    scale, shift, residual, inlier_ratio = robust_line_fit(x, y, config, seed)
+    line = robust_line_fit(x, y, config, seed)
+    scale, shift, residual, inlier_ratio = line.slope, line.intercept, line.residual, line.inlier_ratio
     if not (math.isfinite(scale) and math.isfinite(shift)) or scale <= config.min_scale:
-        return failed(FitStatus.DEGENERATE_SLOPE, residual, inlier_ratio, scale, shift)
+        return failed(FitStatus.DEGENERATE_SLOPE, residual, 0.0, scale, shift)
     if inlier_ratio < config.min_inlier_ratio:
         return failed(FitStatus.TOO_FEW_INLIERS, residual, inlier_ratio, scale, shift)
     if not residual <= config.max_residual:
-        return failed(FitStatus.TOO_SPREAD, residual, inlier_ratio, scale, shift)
-    return AlignmentFit(scale, shift, FitStatus.OK, residual, inlier_ratio, n, scale, shift)
+        return failed(FitStatus.TOO_SPREAD, residual, 0.0, scale, shift)
+    return AlignmentFit(scale, shift, FitStatus.OK, residual, inlier_ratio, n, scale, shift,
+                        line.slope_std / scale, line.intercept_std)
 
 
 def relative_to_metres(relative, scale: float, shift: float):

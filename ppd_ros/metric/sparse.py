@@ -1,14 +1,15 @@
 """Sparse metric references on the prediction grid: depth images and projected LiDAR clouds.
 
-Both produce a float32 (H, W) depth in metres with NaN where there is no reference, which
-:func:`ppd_ros.metric.alignment.fit_log_depth` takes directly. Images are assumed rectified: the
-intrinsics K are used without distortion.
+A registered depth image becomes :class:`~ppd_ros.metric.alignment.ReferencePoints` (every valid
+pixel a sample, at any resolution); a LiDAR cloud becomes a float32 (H, W) depth in metres, NaN
+where there is no return (nearest return per grid pixel). :func:`ppd_ros.metric.alignment.fit_log_depth`
+takes both. Images are assumed rectified: the intrinsics K are used without distortion.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ppd_ros.metric.alignment import to_numpy
+from ppd_ros.metric.alignment import ReferencePoints, to_numpy
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")
 
@@ -34,6 +35,22 @@ def depth_image_to_metres(data, encoding: str) -> np.ndarray:
         depth[array == 0] = np.nan
         return depth
     raise ValueError(f"unsupported depth encoding {encoding!r}; expected one of {DEPTH_ENCODINGS}")
+
+
+def depth_image_points(depth_metres, height: int, width: int) -> ReferencePoints:
+    """Every valid pixel (finite, > 0) of a registered depth image of any resolution as a sample on
+    the (height, width) prediction grid: reference pixel (u, v) of an (H, W) image has its centre at
+    (u + 0.5) * width / W - 0.5 on the grid, so it falls in grid column floor((u + 0.5) * width / W)
+    (rows alike). Samples keep their own depth; several may share a grid pixel."""
+    depth = to_numpy(depth_metres)
+    if depth.ndim != 2:
+        raise ValueError(f"depth image must be 2-D, got shape {depth.shape}")
+    h, w = depth.shape
+    with np.errstate(invalid="ignore"):
+        v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
+    rows = np.minimum(((v + 0.5) * height / h).astype(np.int64), height - 1)
+    cols = np.minimum(((u + 0.5) * width / w).astype(np.int64), width - 1)
+    return ReferencePoints(rows, cols, depth[v, u].astype(np.float32), (int(height), int(width)))
 
 
 def resample_nearest(depth, height: int, width: int) -> np.ndarray:

@@ -64,10 +64,13 @@ class FrameRecord:
     scale: float
     shift: float
     fit_residual: float
-    fit_status: str
+    fit_status: str  # ok | rejected_jump | reset | too_few_points | ... | no_reference | relative | fixed
     fit_inlier_ratio: float
-    fit_points: int
+    fit_points: int  # valid reference samples of this frame's fit
     filter_reset: str
+    scale_age: float  # stamp seconds since the last accepted fit (moge2/sparse); NaN: none accepted yet
+    scale_age_frames: int  # frames since the last accepted fit
+    metric_stale: bool  # the held scale is older than metric_max_age
     camera_origin: str  # "camera_info" | "moge2" | "" (no camera: depth only)
     model: str
     steps: int
@@ -137,7 +140,8 @@ class FrameProcessor:
         self.config = config
         self.metric = MetricDepth(config.metric_source, config.depth_scale, config.depth_shift,
                                   temporal_filter=config.metric_temporal_filter, max_gap_s=config.metric_max_gap,
-                                  max_residual=config.metric_max_residual, seed=config.seed)
+                                  max_residual=config.metric_max_residual, seed=config.seed,
+                                  max_age=config.metric_max_age, stale_output=config.metric_stale_output)
         self.projector = None
         if config.metric_source == "sparse" and config.metric_reference_type == "pointcloud":
             self.projector = LidarProjector(config.metric_lidar_translation, config.metric_lidar_rotation_xyzw)
@@ -151,6 +155,7 @@ class FrameProcessor:
         """Apply parameters that may change while running (see ``change`` in the parameter table)."""
         self.config = config
         self.metric.depth_scale, self.metric.depth_shift = config.depth_scale, config.depth_shift
+        self.metric.max_age, self.metric.stale_output = config.metric_max_age, config.metric_stale_output
 
     # ------------------------------------------------------------------------------------ input
     def prepare(self, frame: FrameInput, wanted: Iterable[str] = (CLOUD,)) -> int:
@@ -249,7 +254,9 @@ class FrameProcessor:
             is_metric=bool(metric.is_metric), metric_source=metric.source, scale=float(metric.scale),
             shift=float(metric.shift), fit_residual=float(metric.fit_residual), fit_status=metric.status,
             fit_inlier_ratio=float(metric.inlier_ratio), fit_points=int(metric.reference_points),
-            filter_reset=metric.filter_reset, camera_origin=origin if out_camera is not None else "",
+            filter_reset=metric.filter_reset, scale_age=float(metric.scale_age),
+            scale_age_frames=int(metric.scale_age_frames), metric_stale=bool(metric.stale),
+            camera_origin=origin if out_camera is not None else "",
             model=self.backend.spec.name, steps=int(self.backend.steps), inference_time=float(output.model_seconds),
             latency_frames=int(output.latency_frames))
         return FrameResult(frame, relative, depth_np, out_camera, cloud, removal, colored, record, timings)
@@ -265,7 +272,9 @@ class FrameProcessor:
         camera_key = MOGE_CAMERA_KEY if origin == "moge2" else grid_camera
         return self.metric.map(output.relative, frame.stamp_ns * 1e-9, camera_key, reference, mask)
 
-    def _reference_on_grid(self, reference: MetricReference, grid_camera, h: int, w: int) -> np.ndarray | None:
+    def _reference_on_grid(self, reference: MetricReference, grid_camera, h: int, w: int):
+        """The reference as the fit takes it: every valid depth-image pixel as a sample on the
+        (h, w) grid, or the LiDAR cloud projected to a depth image on it."""
         if reference.depth is not None:
             return depth_image_reference(reference.depth, h, w)
         if grid_camera is None:  # a LiDAR cloud cannot be projected without intrinsics: no reference

@@ -40,7 +40,7 @@ from ppd_ros.pipeline import (CLOUD, COLORED, FrameInput, FrameProcessor, FrameR
                               MetricReference, StampedBuffer, process_frames, stamp_text, stamp_to_ns)
 from ppd_ros.ros import publishing
 from ppd_ros.ros.diagnostics import (MetricCounters, NodeStats, diagnostic_array, diagnostic_status, metric_values,
-                                     video_values)
+                                     metric_warning, video_values)
 from ppd_ros.ros.params import change_problems, declare_parameters, parameter_values
 from ppd_ros.ros.qos import make_qos
 
@@ -454,7 +454,8 @@ class DepthNode(LifecycleNode):
         from ppd_ros.ros.conversions import ConversionError, image_to_numpy, pointcloud2_to_structured
 
         config = session.config
-        msg = camera.references.nearest(stamp, config.metric_reference_tolerance, take=True)
+        msg = camera.references.nearest(stamp, config.metric_reference_tolerance,
+                                        take=not config.metric_reference_reuse)
         topic = self._resolved(camera, config.metric_reference_topic)
         camera.metric.record_pairing(msg is not None)
         if msg is None:
@@ -518,9 +519,17 @@ class DepthNode(LifecycleNode):
                 if msg is not None and key in wanted:
                     camera.publishers[key].publish(msg)
         camera.camera_origin = result.record.camera_origin
-        camera.metric.record(result.record)
+        self._record_metric(session, camera, result.record)
         camera.latency_frames.append(result.record.latency_frames)
         camera.stats.frame_published(latency, {**result.timings, "publish": time.perf_counter() - start})
+
+    def _record_metric(self, session: Session, camera: Camera, record) -> None:
+        """Count the frame's metric step; log resets, and (throttled) why the output is not metric."""
+        for level, text in camera.metric.record(record, session.config):
+            if level == "info":  # one call site per severity (rclpy refuses to change it between calls)
+                self.get_logger().info(f"{self._resolved(camera, 'image')}: {text}")
+            else:
+                self.get_logger().warning(f"{self._resolved(camera, 'image')}: {text}")
 
     # ----------------------------------------------------------------- diagnostics
     def _resolved(self, camera: Camera, topic: str) -> str:
@@ -560,9 +569,9 @@ class DepthNode(LifecycleNode):
             message += f", camera_info arrives but no image on {values['image_topic']} (Fast DDS profile?)"
             self._warn_once(camera, "no_images", FASTDDS_HINT.format(
                 info=self._resolved(camera, "camera_info"), image=values["image_topic"], seconds=silent_for))
-        elif config.is_metric and not metric:
+        elif warning := metric_warning(config, camera.metric):
             level = DiagnosticStatus.WARN
-            message += f", {config.metric_source} fit not (yet) successful"
+            message += f", {warning}"
         elif not camera.infos.received and camera.camera_origin != "moge2":
             level = DiagnosticStatus.WARN
             message += ", no CameraInfo: depth only"

@@ -1,6 +1,7 @@
 """Frame counters and stage timings of the depth node, reported as diagnostic_msgs."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -109,13 +110,18 @@ def diagnostic_array(stamp, statuses: list[DiagnosticStatus]) -> DiagnosticArray
 
 
 class MetricCounters:
-    """The metric step of one camera for diagnostics (worker writes, timer reads)."""
+    """The metric step of one camera for diagnostics and the log (worker writes, timer reads)."""
 
-    def __init__(self):
+    def __init__(self, warn_period: float = 5.0, clock=time.monotonic):
         self.last = None  # FrameRecord of the last published frame
+        self._last_metric = None  # ... of the last one published in metres (the scale a reset replaces)
         self.references_paired = 0
         self.references_missing = 0
         self.filter_resets: dict[str, int] = {}
+        self.fit_statuses: dict[str, int] = {}
+        self._warn_period = warn_period
+        self._clock = clock
+        self._next_warning = -math.inf
 
     def record_pairing(self, paired: bool) -> None:
         if paired:
@@ -123,10 +129,71 @@ class MetricCounters:
         else:
             self.references_missing += 1
 
-    def record(self, record) -> None:
-        self.last = record
+    def record(self, record, config=None) -> list[tuple[str, str]]:
+        """Count one published frame; returns the log lines it calls for, as (level "info" |
+        "warning", text) (``config`` given and the source fits scale/shift): a reset with the old
+        and new scale; at most one warning per ``warn_period`` while the output is relative or
+        stale, with why; one line when it is metric again."""
+        previous, self.last = self.last, record
+        held = self._last_metric  # whose scale a reset replaces
+        if record.is_metric:
+            self._last_metric = record
         if record.filter_reset:
             self.filter_resets[record.filter_reset] = self.filter_resets.get(record.filter_reset, 0) + 1
+        self.fit_statuses[record.fit_status] = self.fit_statuses.get(record.fit_status, 0) + 1
+        if config is None or not config.fits_scale:
+            return []
+        lines = []
+        if record.fit_status == "reset" and held is not None:
+            lines.append(("info", f"metric scale reset ({record.filter_reset}): scale {held.scale:.4g} -> "
+                                  f"{record.scale:.4g}, shift {held.shift:.4g} -> {record.shift:.4g}"))
+        trusted = record.is_metric and not record.metric_stale
+        if not trusted:
+            now = self._clock()
+            if now >= self._next_warning:
+                self._next_warning = now + self._warn_period
+                lines.append(("warning", not_metric_text(config, record)))
+        elif previous is not None and not (previous.is_metric and not previous.metric_stale):
+            self._next_warning = -math.inf
+            lines.append(("info", f"metric depth again: {config.metric_source} fit accepted "
+                                  f"(scale {record.scale:.4g}, shift {record.shift:.4g})"))
+        return lines
+
+
+def _frame_status_text(record) -> str:
+    if record.fit_status == "no_reference":
+        return "no_reference (no reference paired with the frame)"
+    if record.fit_status == "rejected_jump":
+        return "rejected_jump (a fit far from the held scale, gated out)"
+    residual = f", residual {record.fit_residual:.3g}" if math.isfinite(record.fit_residual) else ""
+    return f"{record.fit_status} ({record.fit_points} reference points{residual})"
+
+
+def not_metric_text(config, record) -> str:
+    """Why a frame of a fitting source (moge2, sparse) is not (freshly) metric, in words."""
+    no_depth = config.metric_stale_output == "no_depth"
+    if record.metric_stale:
+        what = "publishing NO depth (metric_stale_output no_depth)" if no_depth else "still applied"
+        return (f"metric scale is STALE, {what}: held for {record.scale_age:.1f} s / {record.scale_age_frames} "
+                f"frames since the last accepted fit (metric_max_age {config.metric_max_age:g} s); this frame: "
+                f"{_frame_status_text(record)}")
+    what = "publishing NO depth (metric_stale_output no_depth)" if no_depth else "depth is RELATIVE (not metric)"
+    return (f"{what}: no {config.metric_source} fit accepted yet ({record.scale_age_frames} frames); this frame: "
+            f"{_frame_status_text(record)}")
+
+
+def metric_warning(config, counters: MetricCounters) -> str:
+    """The diagnostics warning of the metric step ("" when the output is metric and fresh)."""
+    if not config.fits_scale:
+        return ""
+    last = counters.last
+    if last is None:
+        return f"{config.metric_source} fit not (yet) successful"
+    if last.metric_stale:
+        return f"metric scale stale: held {last.scale_age:.1f} s since the last accepted fit ({last.fit_status})"
+    if not last.is_metric:
+        return f"{config.metric_source} fit not (yet) successful ({last.fit_status})"
+    return ""
 
 
 def metric_values(config, counters: MetricCounters, reference_topic: str) -> dict:
@@ -139,13 +206,19 @@ def metric_values(config, counters: MetricCounters, reference_topic: str) -> dic
                       shift=f"{last.shift:.6g}", fit_residual=f"{last.fit_residual:.6g}", fit_status=last.fit_status)
         if config.fits_scale:
             values.update(fit_inlier_ratio=last.fit_inlier_ratio, fit_points=last.fit_points,
-                          filter_resets=", ".join(f"{k}: {v}" for k, v in sorted(dict(counters.filter_resets).items())))
+                          scale_age_s=last.scale_age, scale_age_frames=last.scale_age_frames,
+                          metric_stale=last.metric_stale, metric_max_age_s=config.metric_max_age,
+                          fit_statuses=_counts(counters.fit_statuses), filter_resets=_counts(counters.filter_resets))
     else:
         values["depth_kind"] = "metric" if config.metric_source == "fixed" else "relative"
     if config.metric_source == "sparse":
         values.update(reference_topic=reference_topic, reference_type=config.metric_reference_type,
                       references_paired=counters.references_paired, references_missing=counters.references_missing)
     return values
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(dict(counts).items()))
 
 
 def video_values(backend, stream, latency_frames) -> dict:

@@ -41,6 +41,10 @@ def depth_frame(depth_frame_type, result: FrameResult, header, depth_msg, info_m
     frame.scale = record.scale
     frame.shift = record.shift
     frame.fit_residual = record.fit_residual
+    frame.fit_status = record.fit_status
+    frame.scale_age = record.scale_age
+    frame.scale_age_frames = record.scale_age_frames
+    frame.metric_stale = record.metric_stale
     frame.model = record.model
     frame.steps = record.steps
     frame.inference_time = record.inference_time
