@@ -101,6 +101,7 @@ def read_output(out: Path, model: str = "tiny-random") -> tuple[list[dict], dict
             counts[connection.topic] = counts.get(connection.topic, 0) + 1
             if connection.msgtype == "ppd_ros/msg/DepthFrame":
                 assert not msg.is_metric and msg.metric_source == "none" and msg.model == model  # the node's default
+                assert msg.fit_status == "relative" and not msg.metric_stale and math.isnan(msg.scale_age)
                 assert msg.depth.encoding == "32FC1" and msg.camera_info.width == msg.depth.width
             if connection.msgtype == "sensor_msgs/msg/PointCloud2":
                 assert msg.point_step == 16 and not msg.is_dense

@@ -385,3 +385,32 @@ def test_metric_step_no_depth_publishes_nothing_without_a_fresh_scale():
     assert again.status == "ok" and again.is_metric and not again.stale
     with pytest.raises(ValueError, match="stale output"):
         MetricDepth("sparse", 2.0, 1.5, stale_output="relative")
+
+
+def test_frame_processor_records_every_reference_pixel_age_and_staleness_and_takes_live_changes():
+    from ppd_ros.backends import BackendOptions, create_backend
+    from ppd_ros.model_specs import model_spec
+    from ppd_ros.parameters import config_with
+    from ppd_ros.pipeline import FrameInput, FrameProcessor, MetricReference
+
+    backend = create_backend(model_spec("tiny-random"), BackendOptions(device="cpu", steps=1, target_area=64 * 48))
+    processor = FrameProcessor(backend, config_with({"model": "tiny-random", "metric_source": "sparse"}))
+    rgb = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    before = processor.submit(FrameInput(rgb, 1_000_000_000))[0]
+    assert before.record.fit_status == "no_reference" and not before.record.is_metric
+    assert math.isnan(before.record.scale_age) and before.record.scale_age_frames == 1
+    # a 4x finer registered reference with 300 valid pixels that this relative depth fits exactly
+    fine = resample_nearest(before.relative, 4 * 48, 4 * 64)
+    reference = np.full(fine.shape, np.nan, np.float32)
+    pixels = np.random.default_rng(1).choice(fine.size, 300, replace=False)
+    reference.reshape(-1)[pixels] = np.expm1(0.8 * fine.reshape(-1)[pixels] + 3.0)
+    fitted = processor.submit(FrameInput(rgb, 1_100_000_000, reference=MetricReference(1_100_000_000, reference)))[0]
+    record = fitted.record
+    assert record.fit_status == "ok" and record.is_metric and record.fit_points == 300
+    assert (record.scale, record.shift) == pytest.approx((0.8, 3.0), abs=1e-3) and record.scale_age == 0.0
+    held = processor.submit(FrameInput(rgb, 3_200_000_000))[0].record  # 2.1 s later, no reference
+    assert held.metric_stale and held.is_metric and held.scale_age == pytest.approx(2.1)  # default max age 2 s
+    processor.update_config(config_with({"model": "tiny-random", "metric_source": "sparse",
+                                         "metric_stale_output": "no_depth"}))
+    gone = processor.submit(FrameInput(rgb, 3_300_000_000))[0]
+    assert gone.record.metric_stale and not gone.record.is_metric and np.isnan(gone.depth).all()

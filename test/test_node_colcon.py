@@ -50,6 +50,8 @@ def test_installed_node_publishes_depth_frame(install_dir, tmp_path):  # noqa: F
     assert frame["is_metric"] is False and frame["metric_source"] == "none"
     assert frame["scale"] == pytest.approx(0.2) and frame["shift"] == pytest.approx(1.0)
     assert math.isnan(frame["fit_residual"])
+    assert frame["fit_status"] == "relative" and math.isnan(frame["scale_age"])
+    assert frame["scale_age_frames"] == 0 and frame["metric_stale"] is False
     assert frame["model"] == "tiny-random" and frame["steps"] == 1
     assert 0 < frame["inference_time"] < frame["latency"]
     assert frame["skipped_frames"] == 0

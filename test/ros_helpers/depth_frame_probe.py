@@ -56,7 +56,8 @@ def main() -> int:
         "info_k": list(frame.camera_info.k),
         **{name: getattr(frame, name) for name in (
             "is_metric", "metric_source", "scale", "shift", "fit_residual", "model", "steps",
-            "inference_time", "latency", "dropped_frames", "skipped_frames")},
+            "inference_time", "latency", "dropped_frames", "skipped_frames", "fit_status", "scale_age",
+            "scale_age_frames", "metric_stale")},
     }))
     node.destroy_node()
     rclpy.shutdown()
