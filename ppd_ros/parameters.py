@@ -180,8 +180,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("metric_lidar_rotation_xyzw", [0.0, 0.0, 0.0, 1.0], "pointcloud reference: orientation of the LiDAR "
        "frame in the camera optical frame, quaternion x, y, z, w.", "metric"),
     _p("metric_temporal_filter", True, "moge2/sparse: filter scale/shift over time (Kalman in log-scale weighing "
-       "each fit by its standard error, jumps gated), restarting on a CameraInfo change, a stamp gap above metric_max_gap or a persistent jump; "
-       "false: each frame's own fit.", "metric"),
+       "each fit by its standard error, jumps gated), restarting on a CameraInfo change, a stamp gap above "
+       "metric_max_gap or a persistent jump; false: each frame's own fit.", "metric"),
     _p("metric_max_gap", 1.0, "moge2/sparse: seconds between frame stamps above which the scale/shift filter "
        "restarts.", "metric", minimum=0, exclusive=True),
     _p("metric_max_residual", 0.3, "moge2/sparse: a fit whose inlier RMS residual in log(depth + 1) units is "

@@ -282,7 +282,7 @@ def _print_drift(title: str, results: list[DriftResult]) -> None:
     base = results[0]
     print(title)
     for r in results:
-        print(f"  {r.name:22s} std log(GT/pred) {r.log_error_std:.4f} ({r.log_error_std / base.log_error_std:.3f}x)   "
+        print(f"  {r.name:24s} std log(GT/pred) {r.log_error_std:.4f} ({r.log_error_std / base.log_error_std:.3f}x)   "
               f"scale error {r.scale_error_std:.4f} ({r.scale_error_std / base.scale_error_std:.2f}x)   "
               f"largest step {r.largest_step:.4f} ({r.largest_step / base.largest_step:.2f}x)")
 

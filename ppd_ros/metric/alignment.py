@@ -2,10 +2,11 @@
 
 PPD predicts ``r``, log(depth + 1) normalised per frame, so metric depth follows from an affine map
 in log space: ``log(d + 1) = scale * r + shift``. The fit runs on valid pairs (reference finite and
-> 0, prediction finite): per pixel of a reference image on the prediction grid, or per point of
-:class:`ReferencePoints` (every sample of a sparse reference, several may share a grid pixel). It is robust: a least-median-of-squares search over random point pairs
-gives a start that ignores up to half the points, then iteratively reweighted least squares with
-Tukey's biweight refines it. Degenerate fits fall back to a value the caller supplies, with a flag.
+> 0, prediction finite): per pixel of a reference image on the prediction grid, or per sample of
+:class:`ReferencePoints` (every sample of a sparse reference; several may share a grid pixel). It
+is robust: a least-median-of-squares search over random point pairs gives a start that ignores up
+to half the points, then iteratively reweighted least squares with Tukey's biweight refines it.
+Degenerate fits fall back to a value the caller supplies, with a flag.
 """
 from __future__ import annotations
 

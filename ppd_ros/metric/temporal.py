@@ -7,8 +7,8 @@ follows what a well-determined fit says: PPD normalises every frame on its own, 
 scale drifts as the view changes, and lagging behind that drift costs accuracy (``ppd bench
 metric``, drift scenario). Measurements further from the state than their noise and that drift
 explain are gated out as jumps; if such jumps persist for ``jump_frames`` consistent frames the
-filter resets to them (a real change, e.g. a new reference). It also resets when the camera changes (a key the caller passes) and
-on time gaps or time running backwards (stamps in seconds).
+filter resets to them (a real change, e.g. a new reference). It also resets when the camera changes
+(a key the caller passes) and on time gaps or time running backwards (stamps in seconds).
 
 :class:`StableAlignment` chains a robust fit per frame with the filter: what the node calls.
 """
@@ -66,7 +66,8 @@ class ScaleShiftFilter:
         self._variance = np.zeros(2)  # per component
         self._stamp: float | None = None
         self._camera_key: Hashable | None = None
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # gated-out (measurement, variance) in a row
+        self._pending: list[tuple[np.ndarray, np.ndarray, int]] = []  # gated out in a row: (z, variance, frame)
+        self._frame = 0  # updates since the reset
         self._last: FilteredScaleShift | None = None
 
     @property
@@ -104,6 +105,7 @@ class ScaleShiftFilter:
         if not (scale > 0 and math.isfinite(scale) and math.isfinite(shift)):
             raise ValueError(f"filter needs a finite positive scale and finite shift, got {scale}, {shift}")
         cfg = self.config
+        self._frame += 1
         z = np.array([math.log(scale), float(shift)])
         stds = np.nan_to_num(np.asarray(measurement_std if measurement_std is not None else (math.nan, math.nan),
                                         dtype=np.float64), nan=0.0)
@@ -127,11 +129,13 @@ class ScaleShiftFilter:
         if self._is_jump(z, self._state, predicted_variance + r):
             # keep only the pending jumps that agree with this one: a run of scattered outliers
             # must not reset the filter, a run landing on one new value must
-            self._pending = [(p, v) for p, v in self._pending if not self._is_jump(p, z, v + r)] + [(z, r)]
+            self._pending = [(p, v, frame) for p, v, frame in self._pending
+                             if not self._is_jump(p, z, v + r + (self._frame - frame) * cfg.process_std ** 2)]
+            self._pending.append((z, r, self._frame))
             if len(self._pending) >= cfg.jump_frames:
                 count = len(self._pending)
-                return self._restart(np.mean([p for p, _ in self._pending], axis=0),
-                                     np.sum([v for _, v in self._pending], axis=0) / count ** 2, "jump")
+                return self._restart(np.mean([p for p, _, _ in self._pending], axis=0),
+                                     np.sum([v for _, v, _ in self._pending], axis=0) / count ** 2, "jump")
             self._variance = predicted_variance
             return self._output(reset=False, reason="", rejected=True)
         self._pending = []
