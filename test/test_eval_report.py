@@ -29,6 +29,7 @@ def test_plots_and_tables_show_nan_as_missing(tmp_path):
 def _write_one_frame(bag: OutputBag) -> None:
     depth = np.full((4, 6), 2.0, np.float32)
     record = dict(is_metric=False, metric_source="none", scale=1.0, shift=0.0, fit_residual=float("nan"),
+                  fit_status="relative", scale_age=float("nan"), scale_age_frames=0, metric_stale=False,
                   model="tiny-random", steps=1, inference_time=0.01, latency=0.02, dropped_frames=0, skipped_frames=0)
     bag.write(1_000_000_123, "cam", depth, None, None, record)
     bag.close()
