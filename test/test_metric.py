@@ -12,9 +12,9 @@ import torch
 from conftest import load_golden
 from scipy.spatial.transform import Rotation
 
-from ppd_ros.bench.metric import (FIXED_NOISE_FILTER, lidar_points, measure_accuracy, measure_drift, measure_stability,
-                                  pinhole_K, ppd_normalised, synthetic_depth)
-from ppd_ros.metric import (FitStatus, LidarProjector, ReferencePoints, RobustFitConfig, ScaleShiftFilter,
+from ppd_ros.bench.metric import (FIXED_NOISE_FILTER, measure_accuracy, measure_drift, measure_stability, pinhole_K,
+                                  ppd_normalised, synthetic_depth)
+from ppd_ros.metric import (FitStatus, LidarProjector, RobustFitConfig, ScaleShiftFilter,
                             StableAlignment, TemporalFilterConfig, depth_image_points, relative_to_metres,
                             depth_image_to_metres, fit_log_depth, fixed_fit, least_squares_scale_shift,
                             quaternion_to_matrix, resample_nearest)
