@@ -219,3 +219,16 @@ def test_video_stream_restarts_on_gap_backwards_and_camera_change():
     rest = processor.flush()
     assert [r.input.tag for r in rest] == ["changed"] and rest[0].depth.shape == (64, 64)
     assert rest[0].camera.width == 64 and rest[0].record.latency_frames == 0
+
+
+def test_pairing_waits_briefly_for_a_camera_info_still_in_flight():
+    import threading
+    import time
+
+    buffer = StampedBuffer()
+    buffer.add(1_000_000_000, "old")
+    threading.Timer(0.02, lambda: buffer.add(2_000_000_000, "new")).start()
+    assert buffer.nearest(2_000_000_000, 0.0, wait_s=1.0) == "new"  # arrived while waiting
+    start = time.monotonic()
+    assert buffer.nearest(1_500_000_000, 0.0, wait_s=1.0) is None  # a newer stamp is there: no wait
+    assert time.monotonic() - start < 0.5

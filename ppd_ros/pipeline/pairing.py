@@ -7,6 +7,7 @@ never silently replaced by the one of the previous frame.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -35,7 +36,7 @@ class StampedBuffer:
     Thread-safe: callbacks add, the worker looks up."""
 
     def __init__(self, capacity: int = 64):
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._entries: deque[list] = deque(maxlen=capacity)  # [stamp_ns, item, taken]
         self.received = 0
 
@@ -43,17 +44,28 @@ class StampedBuffer:
         with self._lock:
             self._entries.append([int(stamp_ns), item, False])
             self.received += 1
+            self._lock.notify_all()
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
 
-    def nearest(self, stamp_ns: int, tolerance_s: float, take: bool = False) -> Any | None:
+    def nearest(self, stamp_ns: int, tolerance_s: float, take: bool = False, wait_s: float = 0.0) -> Any | None:
         """The item of the stamp nearest ``stamp_ns`` within ``tolerance_s`` seconds, or None.
-        With ``take`` an item is handed out once: later lookups skip it."""
+        With ``take`` an item is handed out once: later lookups skip it. With ``wait_s``, a lookup
+        that finds nothing while every buffered stamp is older than ``stamp_ns`` waits up to that
+        long for one to arrive (a camera publishes image and CameraInfo at the same moment, and
+        the image callback may run first)."""
+        deadline = time.monotonic() + wait_s
         with self._lock:
-            best = nearest_within([entry for entry in self._entries if not (take and entry[2])], stamp_ns,
-                                  round(tolerance_s * 1e9))
+            while True:
+                best = nearest_within([entry for entry in self._entries if not (take and entry[2])], stamp_ns,
+                                      round(tolerance_s * 1e9))
+                newest = max((entry[0] for entry in self._entries), default=None)
+                left = deadline - time.monotonic()
+                if best is not None or left <= 0 or (newest is not None and newest >= stamp_ns):
+                    break
+                self._lock.wait(left)
             if best is None:
                 return None
             if take:

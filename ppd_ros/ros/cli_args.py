@@ -13,6 +13,15 @@ import yaml
 PARAMS_KEY = "ros__parameters"
 
 
+class ParamsFileLoader(yaml.SafeLoader):
+    """yaml's safe loader plus the ``!!python/tuple`` tag that launch_ros writes for list
+    parameters in the params files it generates (rcl reads them as arrays)."""
+
+
+ParamsFileLoader.add_constructor("tag:yaml.org,2002:python/tuple",
+                                 lambda loader, node: list(loader.construct_sequence(node)))
+
+
 def check_ros_args(argv: list[str]) -> str | None:
     """One-line error for the first ``--params-file PATH`` in the ``--ros-args`` sections of
     ``argv`` that is missing, unreadable or not a ROS parameter file; None when all are fine."""
@@ -46,7 +55,7 @@ def params_file_problem(path: str) -> str | None:
     except (OSError, UnicodeDecodeError) as error:
         return f"parameter file {path} cannot be read: {error}"
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=ParamsFileLoader)
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""

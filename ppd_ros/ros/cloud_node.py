@@ -96,7 +96,7 @@ class CloudNode(Node):
             depth = depth_image_msg_to_metres(msg)
         except (ConversionError, ValueError) as error:
             raise FrameRejected(str(error)) from error
-        info = self.infos.nearest(stamp, values["sync_tolerance"])
+        info = self.infos.nearest(stamp, values["sync_tolerance"])  # in the executor thread: no waiting here
         if info is None:
             raise FrameRejected(f"no CameraInfo on {self.resolve_topic_name('camera_info')} within "
                                 f"{values['sync_tolerance']} s of its stamp")

@@ -51,6 +51,7 @@ except ImportError:
 
 NODE_NAME = "ppd_depth"
 MAX_ERROR_CHARS = 300  # echoed input (an encoding string, a format) is cut there in log lines
+PAIRING_WAIT_S = 0.05  # how long a frame waits for its CameraInfo when that may still be in flight
 ERROR_THROTTLE_S = 5.0  # one error line per cause and camera in this time; the rest are counted
 FASTDDS_HINT = ("camera_info arrives on {info} but no image on {image} for {seconds:.0f} s: Fast DDS silently "
                 "drops multi-megabyte images without its shared-memory profile. In EVERY process that "
@@ -428,7 +429,7 @@ class DepthNode(LifecycleNode):
             raise FrameRejected(str(error)) from error
         decode_seconds = time.perf_counter() - start
         model = None
-        info = camera.infos.nearest(stamp, config.sync_tolerance)
+        info = camera.infos.nearest(stamp, config.sync_tolerance, wait_s=PAIRING_WAIT_S if camera.infos.received else 0.0)
         if info is not None:
             try:
                 model = camera_info_to_model(info, rectified=config.image_is_rectified)
