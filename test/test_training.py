@@ -253,7 +253,6 @@ def test_unrealstereo4k_reader_disparity_to_depth(tmp_path):
     mask = sample["mask"][0].numpy()
     assert not mask[5, 5] and mask.sum() == h * w - 1
     np.testing.assert_allclose(sample["depth"][0].numpy()[mask], expected[mask], rtol=1e-5)
-    assert sample["intrinsics"][0, 0] == fx
 
 
 def test_vkitti2_reader_centimetres(tmp_path):
@@ -307,12 +306,11 @@ def test_rgbd_folder_reader(tmp_path, kind):
         metres[3, 4] = 0
         ds.write_exr(tmp_path / "depth" / "f001.exr", metres)
         expected = metres
-    np.savetxt(tmp_path / "intrinsics.txt", [[50, 0, 24], [0, 50, 16], [0, 0, 1]])
     sample = ds.RGBDFolderDataset(str(tmp_path))[0]
     mask = sample["mask"][0].numpy()
     assert not mask[3, 4] and mask.sum() == h * w - 1
     np.testing.assert_allclose(sample["depth"][0].numpy()[mask], expected[mask], rtol=1e-6)
-    assert sample["intrinsics"][0, 2] == 24
+    assert set(sample) == {"image", "depth", "mask", "name"}  # no intrinsics: the training step uses none
 
 
 def test_reader_errors_name_the_sample(tmp_path):
@@ -328,18 +326,15 @@ def test_reader_errors_name_the_sample(tmp_path):
         ds.VKITTI2Dataset(str(tmp_path))
 
 
-def test_resize_crop_and_flip_keep_depth_and_intrinsics_consistent():
+def test_resize_crop_and_flip_keep_depth_consistent():
     rgb = _rgb(60, 90)
     depth = np.tile(np.arange(90, dtype=np.float32), (60, 1)) + 1
-    K = np.array([[70.0, 0, 44.5], [0, 70.0, 29.5], [0, 0, 1]])
     rng = np.random.default_rng(0)
-    out_rgb, out_depth, out_K = ds.ResizeCrop(64, 48, "cover_crop", flip_probability=1.0)(rgb, depth, K, rng)
+    out_rgb, out_depth = ds.ResizeCrop(64, 48, "cover_crop", flip_probability=1.0)(rgb, depth, rng)
     assert out_rgb.shape == (48, 64, 3) and out_depth.shape == (48, 64)
     assert np.all(np.diff(out_depth[0]) <= 0)  # flipped: depth now decreases to the right
     assert set(np.unique(out_depth)) <= set(np.unique(depth))  # nearest: no blended depth values
     # cover 64x48 at the 90x60 aspect: 72x48, then a centred crop of 4 px each side, then the flip
-    assert out_K[0, 0] == pytest.approx(70 * 72 / 90)
-    assert out_K[0, 2] == pytest.approx(63 - (44.5 * 72 / 90 - 4))
     np.testing.assert_array_equal(out_depth[0], depth[0, np.floor((np.arange(4, 68) + 0.5) * 90 / 72).astype(int)][::-1])
 
 
@@ -398,15 +393,27 @@ def test_rosbag_reader_depth_image_topic(tmp_path):
     with pytest.raises(ds.SampleError, match="within 0.001 s"):
         ds.RosbagDataset(str(tmp_path / "bag"), image_topic="/cam/image", depth_topic="/cam/depth",
                          max_time_difference=0.001)
+    # a log split in time: image 0 held out (max_images 1), images 1.. trained on (skip_images 1)
+    held_out = ds.RosbagDataset(str(tmp_path / "bag"), image_topic="/cam/image", depth_topic="/cam/depth",
+                                max_images=1)
+    rest = ds.RosbagDataset(str(tmp_path / "bag"), image_topic="/cam/image", depth_topic="/cam/depth",
+                            skip_images=1)
+    assert [r[0] for r in held_out.records] + [r[0] for r in rest.records] == [r[0] for r in data.records]
+    np.testing.assert_allclose(rest[0]["depth"][0].numpy(), mm[1] / 1000.0, rtol=1e-6)
+    with pytest.raises(ds.SampleError, match="skip_images 3"):
+        ds.RosbagDataset(str(tmp_path / "bag"), image_topic="/cam/image", depth_topic="/cam/depth", skip_images=3)
 
 
-def test_rosbag_reader_lidar_projection(tmp_path):
+@pytest.mark.parametrize("info_scale", [1, 4])
+def test_rosbag_reader_lidar_projection(tmp_path, info_scale):
     ts = _typestore()
     h, w = 32, 48
     fx, cx, cy = 40.0, 23.5, 15.5
-    # points in the camera optical frame on known pixels; LiDAR frame = optical frame (identity)
+    # points in the camera optical frame 0.3 px right of known pixel centres; LiDAR frame = optical frame.
+    # A CameraInfo of 4x the image size must be scaled pixel-centre aligned (cx' = (cx + 0.5) s - 0.5):
+    # plain K * s would shift the points by 0.375 px, into the next pixel.
     pixels = [(5, 7, 2.0), (20, 30, 3.5), (10, 40, 7.25)]
-    points = np.array([[(u - cx) * z / fx, (v - cy) * z / fx, z] for v, u, z in pixels], dtype=np.float32)
+    points = np.array([[(u + 0.3 - cx) * z / fx, (v - cy) * z / fx, z] for v, u, z in pixels], dtype=np.float32)
     PointField = ts.types["sensor_msgs/msg/PointField"]
     cloud = ts.types["sensor_msgs/msg/PointCloud2"](
         header=_header(ts, 10**9, "lidar"), height=1, width=len(points),
@@ -415,9 +422,11 @@ def test_rosbag_reader_lidar_projection(tmp_path):
         data=points.reshape(-1).view(np.uint8), is_dense=True)
     CameraInfo = ts.types["sensor_msgs/msg/CameraInfo"]
     RegionOfInterest = ts.types["sensor_msgs/msg/RegionOfInterest"]
-    info = CameraInfo(header=_header(ts, 10**9, "cam"), height=h, width=w, distortion_model="plumb_bob",
-                      d=np.zeros(5), k=np.array([fx, 0, cx, 0, fx, cy, 0, 0, 1.0]), r=np.eye(3).reshape(-1),
-                      p=np.array([fx, 0, cx, 0, 0, fx, cy, 0, 0, 0, 1.0, 0]), binning_x=0, binning_y=0,
+    s = info_scale
+    K = np.array([fx * s, 0, (cx + 0.5) * s - 0.5, 0, fx * s, (cy + 0.5) * s - 0.5, 0, 0, 1.0])
+    info = CameraInfo(header=_header(ts, 10**9, "cam"), height=h * s, width=w * s, distortion_model="plumb_bob",
+                      d=np.zeros(5), k=K, r=np.eye(3).reshape(-1),
+                      p=np.insert(K, (3, 6, 9), 0.0), binning_x=0, binning_y=0,
                       roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
     CompressedImage = ts.types["sensor_msgs/msg/CompressedImage"]
     rgb = _rgb(h, w)
@@ -436,6 +445,33 @@ def test_rosbag_reader_lidar_projection(tmp_path):
     assert mask.sum() == len(pixels)
     for v, u, z in pixels:
         assert mask[v, u] and sample["depth"][0, v, u].item() == pytest.approx(z, rel=1e-5)
+
+
+def test_validation_metrics_are_the_evaluation_protocol():
+    """Validation AbsRel / delta1: the log-space least-squares fit and metrics of
+    ppd_ros.evaluation.metrics, on valid GT below 80 m inside the mask."""
+    from ppd_ros.evaluation import metrics as M
+    from ppd_ros.training.module import log_space_metrics
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.5, 20.0, (16, 24))
+    mask = np.ones(gt.shape, bool)
+    relative = (np.log1p(gt) - 0.3) / 2.0  # an exact affine map of log(depth + 1)
+    gt[0, :4] = 90.0  # beyond 80 m, and (below) off the affine map: must not enter the fit
+    gt[1, :3] = 0.0  # no GT
+    mask[2, :5] = False  # masked out
+    relative[0, :4] = relative[1, :3] = relative[2, :5] = 5.0
+    abs_rel, delta1, aligned = log_space_metrics(torch.tensor(relative), torch.tensor(gt), torch.tensor(mask))
+    assert abs_rel < 1e-9 and delta1 == 1.0
+    noisy = relative + rng.normal(0, 0.05, relative.shape)
+    abs_rel, delta1, aligned = log_space_metrics(torch.tensor(noisy, dtype=torch.float32), torch.tensor(gt),
+                                                 torch.tensor(mask))
+    valid = M.gt_valid_mask(gt, mask, max_depth=80.0)
+    expected = M.align_log_depth(noisy.astype(np.float32).astype(np.float64), gt, valid)[0]
+    np.testing.assert_array_equal(aligned, expected)
+    assert (abs_rel, delta1) == (M.abs_rel(expected, gt, valid), M.delta1(expected, gt, valid)) and abs_rel > 0.01
+    nothing = log_space_metrics(torch.tensor(relative), torch.zeros(gt.shape), torch.tensor(mask))
+    assert np.isnan(nothing[0]) and np.isnan(nothing[1])
 
 
 def test_build_dataset_from_spec():

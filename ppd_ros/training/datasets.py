@@ -2,8 +2,9 @@
 
 Every dataset yields dicts with
 ``image`` (3, H, W) float32 RGB in [0, 1], ``depth`` (1, H, W) float32 metres (0 where invalid),
-``mask`` (1, H, W) bool (valid depth), ``intrinsics`` (3, 3) float32 (NaN when unknown) and
-``name`` (the sample's source, used in every error message).
+``mask`` (1, H, W) bool (valid depth) and ``name`` (the sample's source, used in every error
+message). Camera intrinsics are read where depth needs them (planar depth, disparity, LiDAR
+projection) and not passed on: the training step uses none.
 
 On-disk layouts (as distributed):
 
@@ -19,7 +20,7 @@ On-disk layouts (as distributed):
 * TartanAir: ``<env>/<Easy|Hard>/<PNNN>/image_left/NNNNNN_left.png`` and
   ``.../depth_left/NNNNNN_left_depth.npy`` (float32 metres; sky is very far).
 * RGB-D folder: ``rgb/<stem>.png|jpg`` and ``depth/<stem>.png`` (uint16 mm, 0 invalid) or
-  ``.exr`` / ``.npy`` (metres); optional ``intrinsics.txt`` (3x3) for the whole folder.
+  ``.exr`` / ``.npy`` (metres).
 * rosbag (ROS 1 or ROS 2, sqlite3 or mcap): an image topic plus a depth-image topic, or a
   PointCloud2 topic projected with a CameraInfo topic and a fixed LiDAR-to-camera extrinsic.
 """
@@ -161,20 +162,15 @@ class ResizeCrop:
         if self.mode != "none" and (self.width % 16 or self.height % 16):
             raise ValueError(f"training size must be a multiple of 16, got {self.width}x{self.height}")
 
-    def __call__(self, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, rgb: np.ndarray, depth: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
         h, w = depth.shape
-        K = K.copy()
         if self.mode == "resize":
             rgb, depth = _resize_pair(rgb, depth, self.width, self.height)
-            K[0] *= self.width / w
-            K[1] *= self.height / h
         elif self.mode == "cover_crop":
             scale = max(self.width / w, self.height / h)
             new_w, new_h = max(self.width, round(w * scale)), max(self.height, round(h * scale))
             rgb, depth = _resize_pair(rgb, depth, new_w, new_h)
-            K[0] *= new_w / w
-            K[1] *= new_h / h
             if self.random_crop:
                 top = int(rng.integers(0, new_h - self.height + 1))
                 left = int(rng.integers(0, new_w - self.width + 1))
@@ -182,12 +178,9 @@ class ResizeCrop:
                 top, left = (new_h - self.height) // 2, (new_w - self.width) // 2
             rgb = rgb[top:top + self.height, left:left + self.width]
             depth = depth[top:top + self.height, left:left + self.width]
-            K[0, 2] -= left
-            K[1, 2] -= top
         if self.flip_probability > 0 and rng.random() < self.flip_probability:
             rgb, depth = rgb[:, ::-1], depth[:, ::-1]
-            K[0, 2] = depth.shape[1] - 1 - K[0, 2]
-        return np.ascontiguousarray(rgb), np.ascontiguousarray(depth), K
+        return np.ascontiguousarray(rgb), np.ascontiguousarray(depth)
 
 
 def _resize_pair(rgb: np.ndarray, depth: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,8 +198,8 @@ def _resize_pair(rgb: np.ndarray, depth: np.ndarray, width: int, height: int) ->
 
 
 class DepthFrames(Dataset):
-    """Base class: ``records`` (one per sample) and a ``load(record) -> (name, rgb, depth, K)``
-    returning uint8 RGB, depth in metres with NaN invalid and K (NaN if unknown)."""
+    """Base class: ``records`` (one per sample) and a ``load(record) -> (name, rgb, depth)``
+    returning uint8 RGB and depth in metres with NaN invalid."""
 
     def __init__(self, transform: ResizeCrop | None = None, seed: int = 0):
         self.transform = transform
@@ -216,18 +209,18 @@ class DepthFrames(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def load(self, record: Any) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    def load(self, record: Any) -> tuple[str, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        name, rgb, depth, K = self.load(self.records[index])
+        name, rgb, depth = self.load(self.records[index])
         if rgb.shape[:2] != depth.shape:
             raise SampleError(f"{name}: image {rgb.shape[1]}x{rgb.shape[0]} and depth "
                               f"{depth.shape[1]}x{depth.shape[0]} differ in size")
         if self.transform is not None:
             # torch's RNG is seeded per worker and epoch by the DataLoader: new crops every epoch
             rng = np.random.default_rng((self.seed, index, int(torch.randint(0, 2**62, ()))))
-            rgb, depth, K = self.transform(rgb, depth, K, rng)
+            rgb, depth = self.transform(rgb, depth, rng)
         if rgb.shape[0] % 16 or rgb.shape[1] % 16:
             raise SampleError(f"{name}: size {rgb.shape[1]}x{rgb.shape[0]} is not a multiple of 16; "
                               "add a resize to this dataset's config")
@@ -238,12 +231,8 @@ class DepthFrames(Dataset):
             "image": torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0,
             "depth": torch.from_numpy(np.where(valid, depth, 0.0).astype(np.float32))[None],
             "mask": torch.from_numpy(valid)[None],
-            "intrinsics": torch.from_numpy(np.array(K, dtype=np.float32)),
             "name": name,
         }
-
-
-UNKNOWN_K = np.full((3, 3), np.nan)
 
 
 def _sorted_glob(pattern: str) -> list[str]:
@@ -285,9 +274,7 @@ class HypersimDataset(DepthFrames):
         depth = distance_to_planar_depth(distance, HYPERSIM_FOCAL_PX * distance.shape[1] / 1024)
         with np.errstate(invalid="ignore"):
             depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-        f = HYPERSIM_FOCAL_PX * depth.shape[1] / 1024
-        K = np.array([[f, 0, (depth.shape[1] - 1) / 2], [0, f, (depth.shape[0] - 1) / 2], [0, 0, 1]])
-        return name, rgb, depth, K
+        return name, rgb, depth
 
 
 def _hypersim_split(path: str, split: str | None) -> set[tuple[str, str, int]]:
@@ -321,7 +308,7 @@ class UrbanSynDataset(DepthFrames):
         name, rgb_path, depth_path = record
         rgb = read_rgb(rgb_path, name)
         depth = read_depth_file(depth_path, name) * np.float32(self.depth_scale)
-        return name, rgb, depth, UNKNOWN_K
+        return name, rgb, depth
 
 
 def read_unrealstereo_extrinsics(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -364,7 +351,7 @@ class UnrealStereo4KDataset(DepthFrames):
         with np.errstate(divide="ignore", invalid="ignore"):
             depth = (K[0, 0] * baseline / disparity).astype(np.float32)
             depth[~(np.isfinite(depth) & (disparity > 0))] = np.nan
-        return name, rgb, depth, K
+        return name, rgb, depth
 
 
 class VKITTI2Dataset(DepthFrames):
@@ -388,7 +375,7 @@ class VKITTI2Dataset(DepthFrames):
 
     def load(self, record):
         name, rgb_path, depth_path = record
-        return name, read_rgb(rgb_path, name), read_depth_file(depth_path, name, png_scale=0.01), UNKNOWN_K
+        return name, read_rgb(rgb_path, name), read_depth_file(depth_path, name, png_scale=0.01)
 
 
 class TartanAirDataset(DepthFrames):
@@ -419,16 +406,14 @@ class TartanAirDataset(DepthFrames):
         depth = np.clip(np.nan_to_num(raw, nan=80.0, posinf=80.0), 0.1, 80.0)
         depth[sky] = depth.max() + 1.0
         depth[~(valid | sky)] = np.nan
-        f = 320.0 * raw.shape[1] / 640  # TartanAir pinhole: fx = fy = 320 at 640x480
-        K = np.array([[f, 0, raw.shape[1] / 2], [0, f, raw.shape[0] / 2], [0, 0, 1]])
-        return name, rgb, depth, K
+        return name, rgb, depth
 
 
 class RGBDFolderDataset(DepthFrames):
     """Generic folder: ``<rgb_dir>/<stem>.png|jpg`` with ``<depth_dir>/<stem>.png|exr|npy``.
 
     PNG depth is uint16 in units of ``png_scale`` metres (millimetres by default, 0 invalid);
-    EXR / NPY depth is metres. An optional ``intrinsics.txt`` (3x3) applies to every frame.
+    EXR / NPY depth is metres.
     """
 
     IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -444,8 +429,6 @@ class RGBDFolderDataset(DepthFrames):
             self.records.append((f"folder:{self.root.name}/{rgb.stem}", rgb, self.root / depth_dir / rgb.stem))
         if not self.records:
             raise _no_samples("RGB-D folder", self.root, f"{rgb_dir}/*.png|jpg")
-        k_file = self.root / "intrinsics.txt"
-        self.K = np.loadtxt(k_file).reshape(3, 3) if k_file.is_file() else UNKNOWN_K
 
     def load(self, record):
         name, rgb_path, depth_stem = record
@@ -453,7 +436,7 @@ class RGBDFolderDataset(DepthFrames):
         depth_path = next((c for c in candidates if c.is_file()), None)
         if depth_path is None:
             raise SampleError(f"{name}: depth file missing: {depth_stem}.png|exr|npy")
-        return name, read_rgb(rgb_path, name), read_depth_file(depth_path, name, self.png_scale), self.K
+        return name, read_rgb(rgb_path, name), read_depth_file(depth_path, name, self.png_scale)
 
 
 class SyntheticDataset(DepthFrames):
@@ -473,7 +456,7 @@ class SyntheticDataset(DepthFrames):
         camera = default_camera(self.width, self.height, self.fov)
         pose = camera_trajectory(1, record, scene)[0]
         rgb, depth = render(scene, camera, pose)
-        return f"synthetic:{record}", rgb, depth, np.asarray(camera.K, dtype=np.float64)
+        return f"synthetic:{record}", rgb, depth
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,15 +470,21 @@ class RosbagDataset(DepthFrames):
     ``camera_info_topic`` and the LiDAR pose in the camera optical frame
     (``lidar_translation``, ``lidar_rotation_xyzw``: p_camera = R p_lidar + t).
 
-    The selected messages are read once and kept in memory (``every_n`` thins the images);
-    pixels are decoded per sample. Depth-image pairs must have the image's size.
+    ``skip_images`` leaves out the first images of the topic (in stamp order) and ``max_images``
+    keeps at most that many after them, before ``every_n`` thins them: a log split in time, e.g.
+    its first N images held out for validation (``max_images: N``), which are the frames
+    ``ppd eval-bag --max-frames N`` evaluates, and the rest trained on (``skip_images: N``).
+    The selected messages are read once and kept in memory; pixels are decoded per sample.
+    Depth-image pairs must have the image's size; a CameraInfo of another size than the images
+    is scaled to them (:meth:`~ppd_ros.geometry.camera.CameraModel.scaled_to`).
     """
 
     def __init__(self, path: str, image_topic: str, depth_topic: str | None = None,
                  cloud_topic: str | None = None, camera_info_topic: str | None = None,
                  lidar_translation: Sequence[float] = (0.0, 0.0, 0.0),
                  lidar_rotation_xyzw: Sequence[float] = (0.0, 0.0, 0.0, 1.0),
-                 max_time_difference: float = 0.05, every_n: int = 1, **kwargs):
+                 max_time_difference: float = 0.05, every_n: int = 1, skip_images: int = 0,
+                 max_images: int | None = None, **kwargs):
         super().__init__(**kwargs)
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
@@ -504,6 +493,9 @@ class RosbagDataset(DepthFrames):
             raise ValueError("give exactly one of depth_topic or cloud_topic")
         if cloud_topic is not None and camera_info_topic is None:
             raise ValueError("cloud_topic needs camera_info_topic for the intrinsics")
+        if skip_images < 0 or (max_images is not None and max_images < 1) or every_n < 1:
+            raise ValueError(f"rosbag {path}: skip_images must be >= 0, max_images and every_n >= 1 "
+                             f"(got {skip_images}, {max_images}, {every_n})")
         self.path = Path(path)
         self.cloud_mode = cloud_topic is not None
         reference_topic = cloud_topic or depth_topic
@@ -535,7 +527,9 @@ class RosbagDataset(DepthFrames):
         refs = sorted(messages[reference_topic], key=lambda m: m[0])
         ref_stamps = [m[0] for m in refs]
         tolerance = int(max_time_difference * 1e9)
-        for stamp, msg, msgtype in sorted(messages[image_topic], key=lambda m: m[0])[::every_n]:
+        images = sorted(messages[image_topic], key=lambda m: m[0])
+        images = images[skip_images:None if max_images is None else skip_images + max_images]
+        for stamp, msg, msgtype in images[::every_n]:
             i = bisect.bisect_left(ref_stamps, stamp)
             nearby = [j for j in (i - 1, i) if 0 <= j < len(refs)]
             if not nearby:
@@ -544,8 +538,10 @@ class RosbagDataset(DepthFrames):
             if abs(ref_stamps[j] - stamp) <= tolerance:
                 self.records.append((f"rosbag:{self.path.name}@{stamp}", msg, msgtype, refs[j][1], refs[j][2]))
         if not self.records:
-            raise SampleError(f"rosbag {self.path}: no {image_topic} message has a {reference_topic} "
-                              f"message within {max_time_difference} s")
+            which = (f"selected {image_topic} message (skip_images {skip_images}, max_images {max_images}, "
+                     f"of {len(messages[image_topic])})" if skip_images or max_images else f"{image_topic} message")
+            raise SampleError(f"rosbag {self.path}: no {which} has a {reference_topic} message within "
+                              f"{max_time_difference} s")
 
     def load(self, record):
         name, image_msg, image_type, ref_msg, ref_type = record
@@ -557,23 +553,18 @@ class RosbagDataset(DepthFrames):
         if not rgb.flags.writeable:  # an unpadded rgb8 image is a view of the message's read-only buffer
             rgb = rgb.copy()
         height, width = rgb.shape[:2]
-        K = UNKNOWN_K
-        if self._camera is not None:
-            K = self._camera.K
-            info_size = (int(self._camera.height), int(self._camera.width))
-            if info_size != (height, width):
-                K = K.copy()
-                K[0] *= width / info_size[1]
-                K[1] *= height / info_size[0]
         if self.cloud_mode:
-            depth = self._projector.project(pointcloud2_xyz(ref_msg), K, height, width)
+            camera = self._camera
+            if (camera.width, camera.height) != (width, height):  # CameraInfo of another resolution
+                camera = camera.scaled_to(width, height)
+            depth = self._projector.project(pointcloud2_xyz(ref_msg), camera.K, height, width)
         else:
             try:
                 compressed = ref_type.endswith("CompressedImage")
                 depth = compressed_depth_to_metres(ref_msg) if compressed else depth_image_msg_to_metres(ref_msg)
             except ValueError as error:
                 raise SampleError(f"{name}: depth: {error}") from error
-        return name, rgb, depth, K
+        return name, rgb, depth
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,7 +608,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if len(sizes) > 1:
         listing = ", ".join(f"{s['name']} {tuple(s['image'].shape[1:])}" for s in samples)
         raise SampleError(f"samples of different sizes in one batch (set size: for each dataset): {listing}")
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "depth", "mask", "intrinsics")}
+    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "depth", "mask")}
     batch["name"] = [s["name"] for s in samples]
     return batch
 

@@ -20,52 +20,37 @@ import torch.nn.functional as F
 
 import lightning as L
 
+from ppd_ros.colormap import depth_range_rgb, relative_depth_rgb
+from ppd_ros.constants import MAX_DEPTH_M
+from ppd_ros.evaluation.metrics import abs_rel, align_log_depth, delta1, gt_valid_mask
 from ppd_ros.nets.exported import MOGE2
 from ppd_ros.nets.flow import add_noise, convert_from_velocity, draw_training_timesteps, sample_depth, velocity_target
 from ppd_ros.training.networks import (
     CHECKPOINT_RECORD, ModelConfigError, NetworkSpec, build_dit, build_encoder, encoder_width, require_weight_files,
     resolve_networks,
 )
-from ppd_ros.training.targets import CLIP_DEPTH_M, multi_scale_gradient_loss, normalise_depth_target
+from ppd_ros.training.targets import multi_scale_gradient_loss, normalise_depth_target
 
 STAGES = ("pretrain", "finetune")
 GRAD_LOSS_WEIGHT = 0.2
 
 
 def log_space_metrics(relative: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor
-                      ) -> tuple[float, float, torch.Tensor]:
-    """(AbsRel, delta1, aligned depth) of one relative prediction (H, W) against metric GT.
+                      ) -> tuple[float, float, np.ndarray]:
+    """(AbsRel, delta1, aligned depth in metres) of one relative prediction (H, W) against metric GT.
 
-    Fits log(depth + 1) ~ a * relative + b by least squares over ``mask & depth < 80 m`` and
-    evaluates exp(a r + b) - 1 there (float64). NaN metrics when fewer than 2 valid pixels.
+    The evaluation protocol of :mod:`ppd_ros.evaluation.metrics`: least squares
+    log(depth + 1) ~ a * relative + b over ``mask`` & valid GT below 80 m
+    (:data:`~ppd_ros.constants.MAX_DEPTH_M`), metrics there (float64). NaN metrics when fewer
+    than 2 valid pixels.
     """
-    r = relative.detach().double().flatten()
-    d = depth.detach().double().flatten()
-    m = (mask.flatten() & (d > 0) & (d < CLIP_DEPTH_M) & torch.isfinite(r))
-    aligned = torch.full_like(d, float("nan"))
-    if int(m.sum()) < 2:
-        return float("nan"), float("nan"), aligned.view_as(depth)
-    x, y = r[m], torch.log1p(d[m])
-    design = torch.stack([x, torch.ones_like(x)], dim=1)
-    scale, shift = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
-    aligned = torch.expm1(scale * r + shift).clamp_min(1e-6)
-    pred, gt = aligned[m], d[m]
-    abs_rel = float(((pred - gt).abs() / gt).mean())
-    delta1 = float((torch.maximum(pred / gt, gt / pred) < 1.25).double().mean())
-    return abs_rel, delta1, aligned.view_as(depth)
-
-
-def colourise(values: torch.Tensor, mask: torch.Tensor | None = None) -> np.ndarray:
-    """(H, W) map -> (3, H, W) uint8 turbo image, min/max normalised over ``mask`` (black outside)."""
-    import cv2
-
-    v = values.detach().float().cpu().numpy()
-    m = np.isfinite(v) if mask is None else (mask.detach().cpu().numpy().astype(bool) & np.isfinite(v))
-    lo, hi = (float(v[m].min()), float(v[m].max())) if m.any() else (0.0, 1.0)
-    scaled = np.clip((np.nan_to_num(v, nan=lo) - lo) / max(hi - lo, 1e-12), 0, 1)
-    rgb = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
-    rgb = rgb * m[..., None]
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    r = relative.detach().double().cpu().numpy()
+    d = depth.detach().double().cpu().numpy()
+    valid = gt_valid_mask(d, mask.detach().cpu().numpy(), max_depth=MAX_DEPTH_M)
+    if int(valid.sum()) < 2:
+        return float("nan"), float("nan"), np.full(d.shape, np.nan)
+    aligned, _, _ = align_log_depth(r, d, valid)
+    return abs_rel(aligned, d, valid), delta1(aligned, d, valid), aligned
 
 
 class PPDTrainingModule(L.LightningModule):
@@ -213,19 +198,22 @@ class PPDTrainingModule(L.LightningModule):
             self.log(f"val/delta1{suffix}", float(np.mean(deltas)), batch_size=len(deltas), sync_dist=True,
                      add_dataloader_idx=False)
 
-    def _log_depth_images(self, batch, i: int, relative: torch.Tensor, aligned: torch.Tensor, index: int,
+    def _log_depth_images(self, batch, i: int, relative: torch.Tensor, aligned: np.ndarray, index: int,
                           dataloader_idx: int) -> None:
         writer = getattr(self.logger, "experiment", None)
         if writer is None or not hasattr(writer, "add_image"):
             return
         tag = f"val{dataloader_idx}/{index}"
-        mask = batch["mask"][i, 0]
+        mask = batch["mask"][i, 0].detach().cpu().numpy()
+        gt = np.where(mask, batch["depth"][i, 0].detach().float().cpu().numpy(), np.nan)
+        low, high = (float(np.nanmin(gt)), float(np.nanmax(gt))) if mask.any() else (0.0, 1.0)
         image = (batch["image"][i].detach().float().cpu().clamp(0, 1) * 255).to(torch.uint8).numpy()
         writer.add_image(f"{tag}/image", image, self.global_step)
-        writer.add_image(f"{tag}/depth_gt", colourise(-torch.log1p(batch["depth"][i, 0]), mask), self.global_step)
-        writer.add_image(f"{tag}/depth_pred_relative", colourise(-relative), self.global_step)
-        writer.add_image(f"{tag}/depth_pred_aligned", colourise(-torch.log1p(aligned.float()), mask),
-                         self.global_step)
+        # GT and aligned prediction on one metric scale; the relative prediction on its own range
+        for name, rgb in (("depth_gt", depth_range_rgb(gt, low, high)),
+                          ("depth_pred_aligned", depth_range_rgb(aligned, low, high)),
+                          ("depth_pred_relative", relative_depth_rgb(relative.detach().float().cpu().numpy()))):
+            writer.add_image(f"{tag}/{name}", rgb, self.global_step, dataformats="HWC")
 
     # --- checkpoints -----------------------------------------------------------------------
     def encoder_dropped_from_checkpoints(self) -> bool:

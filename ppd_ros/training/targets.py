@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 
-CLIP_DEPTH_M = 80.0
+from ppd_ros.constants import MAX_DEPTH_M
+
+CLIP_DEPTH_M = MAX_DEPTH_M  # the official targets' cap
 LOW_QUANTILE = 0.02
 HIGH_QUANTILE = 0.98
 MIN_RANGE = 1e-6
