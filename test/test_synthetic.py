@@ -114,3 +114,47 @@ def test_ground_truth_surface_metrics():
     assert (report.points, report.flying, report.flying_removed, report.true_removed) == (len(mixed), 5, 2, 10)
     assert report.flying_removed_share == pytest.approx(0.4)
     assert report.true_removed_share == pytest.approx(10 / len(points))
+
+
+def test_lidar_scan_points_lie_on_the_room_in_beams():
+    from ppd_ros.synthetic import Room
+    from ppd_ros.synthetic.lidar import BEAM_ELEVATIONS_DEG, lidar_scan
+
+    size = np.array([4.0, 6.0, 3.0])
+    pose = look_at((1.0, 2.0, 1.2), (2.0, 3.0, 1.2))  # any orientation: here the optical frame's
+    points = lidar_scan(Scene(room=Room(size=tuple(size))), pose, azimuth_step_deg=2.0)
+    assert points.shape == (16 * 180, 3)  # a closed room: every ray returns
+    world = points.astype(np.float64) @ pose[:3, :3].T + pose[:3, 3]
+    to_nearest_face = np.minimum(np.abs(world), np.abs(world - size)).min(axis=1)
+    assert to_nearest_face.max() < 1e-4
+    elevation = np.degrees(np.arctan2(points[:, 2], np.hypot(points[:, 0], points[:, 1])))
+    np.testing.assert_allclose(np.sort(np.unique(np.round(elevation, 3))), np.round(BEAM_ELEVATIONS_DEG, 3),
+                               atol=1e-3)
+
+
+def test_synth_bag_command_writes_what_it_renders(tmp_path, capsys):
+    from rosbags.highlevel import AnyReader
+
+    from ppd_ros.cli import main
+    from ppd_ros.evaluation.bag import typestore
+    from ppd_ros.msg_decode import depth_image_msg_to_metres, image_to_rgb8
+    from ppd_ros.synthetic import bag as synth
+
+    out = tmp_path / "bag"
+    args = ["synth-bag", str(out), "--frames", "3", "--scene", "room", "--seed", "4", "--width", "48",
+            "--height", "32"]
+    assert main(args) == 0
+    scene, poses = synth.scene_views("room", 3, 4)
+    rgb, depth = render(scene, default_camera(48, 32), poses[2])
+    found = {}
+    with AnyReader([out], default_typestore=typestore()) as reader:
+        assert {c.topic for c in reader.connections} == {synth.IMAGE_TOPIC, synth.CAMERA_INFO_TOPIC, synth.DEPTH_TOPIC}
+        for connection, _, raw in reader.messages():
+            msg = reader.deserialize(raw, connection.msgtype)
+            found.setdefault(connection.topic, []).append(msg)
+    assert all(len(messages) == 3 for messages in found.values())
+    np.testing.assert_array_equal(image_to_rgb8(found[synth.IMAGE_TOPIC][2]), rgb)
+    np.testing.assert_array_equal(depth_image_msg_to_metres(found[synth.DEPTH_TOPIC][2]), depth)
+    info = found[synth.CAMERA_INFO_TOPIC][2]
+    assert info.header.stamp == found[synth.IMAGE_TOPIC][2].header.stamp and (info.width, info.height) == (48, 32)
+    assert main(args) == 2 and "exists already" in capsys.readouterr().err

@@ -4,6 +4,10 @@
     camera = CameraModel.pinhole(fx, fy, cx, cy, width, height)   # or default_camera(width, height)
     poses = camera_trajectory(n, seed, scene)                      # (n, 4, 4) camera-to-world
     rgb, depth = render(scene, camera, poses[0])                   # uint8 (H, W, 3), float32 (H, W) metres
+
+Also: :mod:`~ppd_ros.synthetic.tabletop` (a close-range scene family), :mod:`~ppd_ros.synthetic.lidar`
+(a 16-beam LiDAR scan by ray casting) and :mod:`~ppd_ros.synthetic.bag` (``ppd synth-bag``: a rosbag2
+of a camera sweep with GT depth and LiDAR).
 """
 from ppd_ros.synthetic.render import render
 from ppd_ros.synthetic.scene import Box, Plane, Room, Scene, Sphere, Texture, camera_trajectory, look_at

@@ -27,7 +27,43 @@ def render(scene: Scene, camera: CameraModel, pose, dtype: torch.dtype = torch.f
     rays = camera.ray_grid(dtype=dtype).reshape(-1, 3)
     rotation, origin = pose[:3, :3], pose[:3, 3]
     directions = rays @ rotation.T  # world directions; the ray parameter t is the optical depth
+    best_t, best_normal, best_texture, textures = _nearest_hits(scene, origin, directions)
+    n_rays = directions.shape[0]
 
+    hit = torch.isfinite(best_t)
+    points = origin + directions * torch.where(hit, best_t, torch.zeros_like(best_t)).unsqueeze(-1)
+    colour = torch.empty((n_rays, 3), dtype=dtype)
+    colour[:] = torch.tensor(_BACKGROUND, dtype=dtype)
+    light = torch.tensor(scene.light_direction, dtype=dtype)
+    light = light / light.norm()
+    for index, texture in enumerate(textures):
+        mask = best_texture == index
+        if not bool(mask.any()):
+            continue
+        albedo = _texture_colour(texture, points[mask])
+        normal = best_normal[mask]
+        # two-sided Lambert plus ambient, so faces of different orientation differ in brightness
+        shade = 0.35 + 0.65 * (normal @ light).abs()
+        colour[mask] = albedo * shade.unsqueeze(-1)
+    rgb = (colour.clamp(0, 1) ** (1 / 2.2) * 255.0 + 0.5).to(torch.uint8)
+    depth = torch.where(hit, best_t, torch.full_like(best_t, float("nan")))
+    return (
+        rgb.reshape(camera.height, camera.width, 3).numpy(),
+        depth.reshape(camera.height, camera.width).to(torch.float32).numpy(),
+    )
+
+
+def cast_rays(scene: Scene, origin, directions) -> np.ndarray:
+    """Ray parameter t (N,) float64 of the nearest surface along each ray ``origin + t * direction``
+    (world frame; ``directions`` (N, 3), t is the distance for unit directions); inf where no hit."""
+    origin = torch.as_tensor(np.asarray(origin, dtype=np.float64))
+    directions = torch.as_tensor(np.asarray(directions, dtype=np.float64)).reshape(-1, 3)
+    return _nearest_hits(scene, origin, directions)[0].numpy()
+
+
+def _nearest_hits(scene: Scene, origin: torch.Tensor, directions: torch.Tensor):
+    """(t, normal, texture index) of the nearest hit per ray, and the textures indexed."""
+    dtype = directions.dtype
     n_rays = directions.shape[0]
     best_t = torch.full((n_rays,), math.inf, dtype=dtype)
     best_normal = torch.zeros((n_rays, 3), dtype=dtype)
@@ -56,28 +92,7 @@ def render(scene: Scene, camera: CameraModel, pose, dtype: torch.dtype = torch.f
             raise TypeError(f"unknown scene object {type(obj).__name__}")
         merge(t, normal, torch.tensor(len(textures)))
         textures.append(obj.texture)
-
-    hit = torch.isfinite(best_t)
-    points = origin + directions * torch.where(hit, best_t, torch.zeros_like(best_t)).unsqueeze(-1)
-    colour = torch.empty((n_rays, 3), dtype=dtype)
-    colour[:] = torch.tensor(_BACKGROUND, dtype=dtype)
-    light = torch.tensor(scene.light_direction, dtype=dtype)
-    light = light / light.norm()
-    for index, texture in enumerate(textures):
-        mask = best_texture == index
-        if not bool(mask.any()):
-            continue
-        albedo = _texture_colour(texture, points[mask])
-        normal = best_normal[mask]
-        # two-sided Lambert plus ambient, so faces of different orientation differ in brightness
-        shade = 0.35 + 0.65 * (normal @ light).abs()
-        colour[mask] = albedo * shade.unsqueeze(-1)
-    rgb = (colour.clamp(0, 1) ** (1 / 2.2) * 255.0 + 0.5).to(torch.uint8)
-    depth = torch.where(hit, best_t, torch.full_like(best_t, float("nan")))
-    return (
-        rgb.reshape(camera.height, camera.width, 3).numpy(),
-        depth.reshape(camera.height, camera.width).to(torch.float32).numpy(),
-    )
+    return best_t, best_normal, best_texture, textures
 
 
 def _safe(d: torch.Tensor) -> torch.Tensor:
