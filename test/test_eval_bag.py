@@ -456,3 +456,12 @@ def test_bad_compressed_frames_are_skipped_counted_and_the_run_goes_on(tmp_path,
     report = (out / "report.md").read_text()
     assert "| frames skipped (bad message / rejected like the node) | 2 / 0 |" in report
     assert report.count("- skipped:") == 2
+
+
+def test_skip_and_max_frames_select_a_part_of_the_log(tmp_path, synthetic_frames):
+    camera, frames = synthetic_frames
+    bag = write_bag(tmp_path / "bag", "mcap", camera, frames)
+    out = tmp_path / "out"
+    assert run(eval_args(bag, out, "--skip-frames", "1", "--max-frames", "2")) == 0
+    rows, _ = read_output(out)
+    assert [int(row["stamp_ns"]) for row in rows] == [2 * NS // 10, 3 * NS // 10]  # the bag's frames 1 and 2

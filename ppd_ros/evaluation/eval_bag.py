@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-depth", type=float, default=0.0, help="GT below this is invalid (m)")
     parser.add_argument("--max-depth", type=float, default=math.inf, help="GT at/above this is invalid (m)")
     parser.add_argument("--rectified", action="store_true", help="images are rectified (image_is_rectified)")
+    parser.add_argument("--skip-frames", type=int, default=0,
+                        help="leave out the first N images (e.g. the part of a log a model was fine-tuned on)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--no-points", action="store_true", help="do not write point clouds to the output bag")
     parser.add_argument("--worst-frames", type=int, default=3, help="error maps of this many worst frames")
@@ -314,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
                                           if t}
     try:
         for message in read_messages(bag, wanted_topics, log):
-            if (args.max_frames is not None and images_seen >= args.max_frames
+            if (args.max_frames is not None and images_seen >= args.skip_frames + args.max_frames
                     and message.topic == args.image_topic):
                 break  # stop at the first image past the limit: GT of earlier images may still come
             stamp = stamp_ns(message.msg)
@@ -325,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
                     references.add(stamp, decode_reference(message, stamp))
                 elif message.topic == args.image_topic:
                     images_seen += 1
+                    if images_seen <= args.skip_frames:
+                        continue
                     start = time.perf_counter()
                     compressed = message.msgtype.endswith("CompressedImage")
                     rgb = (compressed_to_rgb8(message.msg, max_pixels=config.max_image_pixels) if compressed
