@@ -7,6 +7,21 @@ from pathlib import Path
 
 import pytest
 
+# Test modules that start ROS 2 processes and talk over DDS: every user of the cross-process harness
+# (ros_helpers) plus these. `pytest -m "not ros"` is the fast loop without them.
+ROS_PROCESS_MODULES = {"test_colcon_route", "test_demo"}
+
+
+def pytest_collection_modifyitems(items):
+    uses_harness: dict[Path, bool] = {}
+    for item in items:
+        path = Path(item.fspath)
+        if path not in uses_harness:
+            uses_harness[path] = "ros_helpers" in path.read_text() or path.stem in ROS_PROCESS_MODULES
+        if uses_harness[path]:
+            item.add_marker(pytest.mark.ros)
+
+
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("PPD_GOLDEN", REPO.parent / "shared" / "golden"))
 

@@ -518,6 +518,7 @@ _DDS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.ros
 def test_two_processes_exchange_a_large_cloud_with_the_shm_profile():
     profile = REPO / "config" / "fastdds_shm.xml"
     env = dict(os.environ, FASTRTPS_DEFAULT_PROFILES_FILE=str(profile),
