@@ -155,7 +155,8 @@ def launch_setup(context):
     if cameras:
         if image.startswith("/") or info.startswith("/"):
             raise RuntimeError(f"launch argument cameras:={arguments['cameras']}: image and camera_info must then be "
-                               f"names under each camera's namespace (e.g. image:=color/image_raw), got {image}, {info}")
+                               "names under each camera's namespace (e.g. image:=color/image_raw), got "
+                               f"{image}, {info}")
         overrides["cameras"] = cameras
         remappings = [(f"{camera}/{topic}", f"/{camera}/{target}") for camera in cameras for topic, target in
                       (("image", image), ("image/compressed", image.rstrip("/") + "/compressed"),

@@ -23,9 +23,10 @@ class ModelSpec:
 
     ``weights``: registry names of model/weights.yaml, (DiT, semantic encoder), downloaded with
     ``ppd fetch-weights``; ``export_file``: an exported model (``ppd-train export``), relative to
-    the package's share directory or absolute (a model given by its file path); ``random_tiny``: a small seeded random network
-    (tests and smoke runs, its depth means nothing). ``native_area``: the inference area the model
-    runs at unless told otherwise (image models; video models always run at their window size).
+    the package's share directory or absolute (a model given by its file path); ``random_tiny``: a
+    small seeded random network (tests and smoke runs, its depth means nothing). ``native_area``:
+    the inference area the model runs at unless told otherwise (image models; video models always
+    run at their window size).
     """
 
     name: str

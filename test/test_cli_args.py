@@ -101,6 +101,6 @@ def test_dds_profile_prints_the_installed_profile_and_an_export_line(capsys, tmp
     # the output is meant for `eval "$(ppd dds-profile)"`
     (tmp_path / "printed.sh").write_text(printed)
     env = {key: value for key, value in os.environ.items() if key != "FASTRTPS_DEFAULT_PROFILES_FILE"}
-    result = subprocess.run(["bash", "-c", f'eval "$(cat {tmp_path}/printed.sh)"; printf %s "$FASTRTPS_DEFAULT_PROFILES_FILE"'],
-                            capture_output=True, text=True, env=env, timeout=30)
+    script = f'eval "$(cat {tmp_path}/printed.sh)"; printf %s "$FASTRTPS_DEFAULT_PROFILES_FILE"'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=30)
     assert result.stdout == str(profile) and profile.is_file(), result.stderr

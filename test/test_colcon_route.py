@@ -261,7 +261,7 @@ def test_launcher_targets_exist(install_dir: Path, tmp_path: Path):
     targets = []
     for name in ("depth_node", "ppd"):
         text = (package_prefix(install_dir) / "lib" / PACKAGE / name).read_text()
-        line = next(l for l in text.splitlines() if l.startswith("from "))
+        line = next(row for row in text.splitlines() if row.startswith("from "))
         _, module, _, function = line.split()
         targets.append((module, function))
     found = _run_in_install(install_dir, tmp_path, (

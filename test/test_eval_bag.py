@@ -178,7 +178,8 @@ def test_eval_bag_with_lidar_points_as_ground_truth(tmp_path, synthetic_frames):
                 if c.topic in connections:
                     writer.write(connections[c.topic], log_time, raw)
         cloud_conn = writer.add_connection("/lidar/points", "sensor_msgs/msg/PointCloud2", typestore=store)
-        fields = [t["sensor_msgs/msg/PointField"](name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate("xyz")]
+        fields = [t["sensor_msgs/msg/PointField"](name=n, offset=4 * i, datatype=7, count=1)
+                  for i, n in enumerate("xyz")]
         for i, (_, depth) in enumerate(frames):
             z = depth
             xyz = np.stack([(u - camera.cx) / camera.fx * z, (v - camera.cy) / camera.fy * z, z], -1).astype("<f4")

@@ -84,20 +84,23 @@ def test_binning_and_roi_follow_image_geometry():
     assert camera.P[0, 2] == pytest.approx((320.0 - x_offset) / 2)
     # binning 0 and 1 both mean "none"; a zero-size ROI means the full image
     for binning in (0, 1):
-        same = CameraModel.from_camera_info_fields(640, 480, K_FULL, [], R_IDENTITY, P_FULL, "plumb_bob", binning, binning)
+        same = CameraModel.from_camera_info_fields(640, 480, K_FULL, [], R_IDENTITY, P_FULL, "plumb_bob", binning,
+                                                   binning)
         assert (same.width, same.height) == (640, 480)
         np.testing.assert_array_equal(same.K, K_FULL)
 
 
 def test_scaled_to_keeps_image_corners_on_the_same_rays():
-    camera = CameraModel.from_camera_info_fields(640, 480, K_FULL, [-0.2, 0.05, 0, 0, 0], R_IDENTITY, P_FULL, "plumb_bob")
+    camera = CameraModel.from_camera_info_fields(640, 480, K_FULL, [-0.2, 0.05, 0, 0, 0], R_IDENTITY, P_FULL,
+                                                 "plumb_bob")
     small = camera.scaled_to(160, 96)
     assert (small.width, small.height) == (160, 96)
     # outer corners of the image (pixel edges) are at -0.5 and size - 0.5 in both images
     corners = np.array([[-0.5, -0.5], [639.5, 479.5], [-0.5, 479.5], [319.5, 239.5]])
     corners_small = np.array([[-0.5, -0.5], [159.5, 95.5], [-0.5, 95.5], [79.5, 47.5]])
     np.testing.assert_allclose(
-        camera.pixel_rays(corners[:, 0], corners[:, 1]), small.pixel_rays(corners_small[:, 0], corners_small[:, 1]), atol=1e-9
+        camera.pixel_rays(corners[:, 0], corners[:, 1]), small.pixel_rays(corners_small[:, 0], corners_small[:, 1]),
+        atol=1e-9
     )
     assert small.fx == pytest.approx(520.0 * 160 / 640) and small.fy == pytest.approx(515.0 * 96 / 480)
     assert small.P[0, 2] == pytest.approx((320.0 + 0.5) * 0.25 - 0.5)
@@ -175,7 +178,8 @@ def test_uncalibrated_camera_info_is_rejected_clearly():
             0, 0, np.zeros(9), [], R_IDENTITY, np.zeros(12), "", image_size=(640, 480)
         ).validate()
     # calibrated but without size: the size of the image it came with fills in
-    sized = CameraModel.from_camera_info_fields(0, 0, K_FULL, [], R_IDENTITY, P_FULL, "plumb_bob", image_size=(640, 480))
+    sized = CameraModel.from_camera_info_fields(0, 0, K_FULL, [], R_IDENTITY, P_FULL, "plumb_bob",
+                                                image_size=(640, 480))
     sized.validate()
     assert (sized.width, sized.height) == (640, 480)
 

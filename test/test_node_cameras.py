@@ -32,7 +32,8 @@ def two_cameras():
     for name in (*CAMERAS, "idle"):
         for topic, msg_type in (("depth", Image), ("depth/camera_info", CameraInfo), ("points", PointCloud2)):
             client.subscribe(f"{name}/{topic}", msg_type)
-        publishers[name] = (client.publisher(f"{name}/image", Image), client.publisher(f"{name}/camera_info", CameraInfo))
+        publishers[name] = (client.publisher(f"{name}/image", Image),
+                            client.publisher(f"{name}/camera_info", CameraInfo))
     client.subscribe("/diagnostics", DiagnosticArray)
     try:
         node.wait_for_line("Output:", timeout=60)

@@ -28,9 +28,9 @@ NODE = "/careless_depth"
 
 @pytest.fixture(scope="module")
 def managed():
-    node = NodeProcess.depth_node(["-r", "__node:=careless_depth", "-p", "auto_start:=false", "-p", "model:=tiny-random",
-                                   "-p", "device:=cpu", "-p", "target_area:=196608", "-p", "steps:=1",
-                                   "-p", "diagnostics_period:=0.2"], DOMAIN_ID)
+    node = NodeProcess.depth_node(["-r", "__node:=careless_depth", "-p", "auto_start:=false",
+                                   "-p", "model:=tiny-random", "-p", "device:=cpu", "-p", "target_area:=196608",
+                                   "-p", "steps:=1", "-p", "diagnostics_period:=0.2"], DOMAIN_ID)
     client = RosClient(DOMAIN_ID, "careless_manager")
     client.subscribe("depth", Image)
     client.subscribe("/diagnostics", DiagnosticArray)
@@ -108,10 +108,12 @@ def test_runtime_parameters_validated_live_applied_reload_refused(managed):
         request = SetParameters.Request(parameters=[Parameter(name=name, value=value_msg)])
         return client.call(SetParameters, f"{NODE}/set_parameters", request).results[0]
 
-    integer, double, string = ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_STRING
-    bad = [("steps", 0, integer), ("steps", -3, integer), ("target_area", -5, integer), ("depth_scale", float("nan"), double),
-           ("sync_tolerance", -1.0, double), ("input_reliability", "bogus", string), ("diagnostics_period", 0.0, double),
-           ("video_stride", 100, integer), ("metric_lidar_translation", [1.0, 2.0], ParameterType.PARAMETER_DOUBLE_ARRAY)]
+    integer, double = ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE
+    string, doubles = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE_ARRAY
+    bad = [("steps", 0, integer), ("steps", -3, integer), ("target_area", -5, integer),
+           ("depth_scale", float("nan"), double), ("sync_tolerance", -1.0, double),
+           ("input_reliability", "bogus", string), ("diagnostics_period", 0.0, double), ("video_stride", 100, integer),
+           ("metric_lidar_translation", [1.0, 2.0], doubles)]
     for name, value, kind in bad:
         result = set_parameter(name, value, kind)
         assert not result.successful and f"parameter {name}" in result.reason, (name, result.reason)

@@ -81,7 +81,7 @@ def ros():
                                           Image if reference_type == "depth_image" else PointCloud2),
         }
     try:
-        for namespace, node in nodes.items():
+        for node in nodes.values():
             node.wait_for_line("Output:", timeout=90)
         client.wait_until_connected([pub for group in publishers.values() for pub in group.values()])
         yield client, publishers, nodes

@@ -77,7 +77,8 @@ def test_metric_source_moge2_needs_the_moge2_model(failing_nodes):
     assert code == 1
     errors = node.matching("[ERROR]")
     assert len(errors) == 1, errors
-    assert "metric_source='moge2' needs a MoGe-2 model (ppd-moge2 or an export" in errors[0] and "model='tiny-random'" in errors[0]
+    assert "metric_source='moge2' needs a MoGe-2 model (ppd-moge2 or an export" in errors[0]
+    assert "model='tiny-random'" in errors[0]
 
 
 def test_missing_weights_names_fetch_command(failing_nodes):
@@ -89,7 +90,8 @@ def test_missing_weights_names_fetch_command(failing_nodes):
 
 def test_lifecycle_without_auto_start():
     # the shipped params file (every default) loads in rcl; -p overrides win over it
-    node = NodeProcess.depth_node(["-r", "__node:=managed_depth", "--params-file", str(REPO / "config" / "depth_node.yaml"),
+    shipped = str(REPO / "config" / "depth_node.yaml")
+    node = NodeProcess.depth_node(["-r", "__node:=managed_depth", "--params-file", shipped,
                                    "-p", "auto_start:=false",
                                    "-p", "model:=tiny-random", "-p", "device:=cpu",
                                    "-p", "target_area:=3072", "-p", "steps:=1"], DOMAIN_ID)

@@ -335,7 +335,8 @@ def test_resize_crop_and_flip_keep_depth_consistent():
     assert np.all(np.diff(out_depth[0]) <= 0)  # flipped: depth now decreases to the right
     assert set(np.unique(out_depth)) <= set(np.unique(depth))  # nearest: no blended depth values
     # cover 64x48 at the 90x60 aspect: 72x48, then a centred crop of 4 px each side, then the flip
-    np.testing.assert_array_equal(out_depth[0], depth[0, np.floor((np.arange(4, 68) + 0.5) * 90 / 72).astype(int)][::-1])
+    columns = np.floor((np.arange(4, 68) + 0.5) * 90 / 72).astype(int)
+    np.testing.assert_array_equal(out_depth[0], depth[0, columns][::-1])
 
 
 # --- rosbags -----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Training test helpers: tiny run configs and observers loaded by class_path from them.
 
-:func:`tiny_run_config` writes the YAML of a small CPU run. :class:`RecordTraining` appends one JSON line per event to ``<out_dir>/rank<R>.jsonl``: the start
+:func:`tiny_run_config` writes the YAML of a small CPU run. :class:`RecordTraining` appends one JSON
+line per event to ``<out_dir>/rank<R>.jsonl``: the start
 (global step, pid, parameter digest), every training batch (global step, sample names) and the
 end (global step, parameter digest). :class:`RecordingCheckpointIO` writes checkpoints like
 Lightning's default and appends the writing process id to ``<out_dir>/checkpoint_writes.jsonl``.

@@ -176,7 +176,8 @@ def discover_diode(root: Path) -> list[list[str]]:
     lines = []
     for rgb in sorted(root.glob("*/scene_*/scan_*/*.png")):
         base = rgb.with_suffix("")
-        lines.append([str(p.relative_to(root)) for p in (rgb, Path(f"{base}_depth.npy"), Path(f"{base}_depth_mask.npy"))])
+        files = (rgb, Path(f"{base}_depth.npy"), Path(f"{base}_depth_mask.npy"))
+        lines.append([str(p.relative_to(root)) for p in files])
     return lines
 
 

@@ -404,7 +404,8 @@ def write_report(out_dir: Path, args, config, evaluation: Evaluation, log: ReadL
 
         name = f"worst_frame_{snapshot.index:06d}.png"
         cv2.imwrite(str(out_dir / name), error_map_image(snapshot))
-        worst_lines.append(f"Frame {snapshot.index}: AbsRel {snapshot.score:.4f}\n\n![frame {snapshot.index}]({name})\n")
+        worst_lines.append(f"Frame {snapshot.index}: AbsRel {snapshot.score:.4f}\n\n"
+                           f"![frame {snapshot.index}]({name})\n")
 
     reading = [f"- {log.messages_read} messages read ({log.storage}, reader: {log.reader})"
                + (f", {log.expected_messages} expected" if log.expected_messages is not None else "")]

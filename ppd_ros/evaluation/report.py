@@ -84,11 +84,13 @@ class OutputBag:
         add = self.writer.add_connection
         self.depth = add(f"{prefix}/depth", "sensor_msgs/msg/Image", typestore=self.store)
         self.info = add(f"{prefix}/depth/camera_info", "sensor_msgs/msg/CameraInfo", typestore=self.store)
-        self.points = add(f"{prefix}/points", "sensor_msgs/msg/PointCloud2", typestore=self.store) if with_points else None
+        self.points = (add(f"{prefix}/points", "sensor_msgs/msg/PointCloud2", typestore=self.store)
+                       if with_points else None)
         self.frame = add(f"{prefix}/depth_frame", DEPTH_FRAME_TYPE, typestore=self.store)
 
     def _header(self, stamp_ns: int, frame_id: str):
-        time = self.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        time = self.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000,
+                                                         nanosec=stamp_ns % 1_000_000_000)
         return self.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
     def depth_image(self, header, depth: np.ndarray):
@@ -137,7 +139,8 @@ class OutputBag:
         self.writer.write(self.depth, stamp_ns, serialize(image, "sensor_msgs/msg/Image"))
         self.writer.write(self.info, stamp_ns, serialize(info, "sensor_msgs/msg/CameraInfo"))
         if self.points is not None and cloud is not None:
-            self.writer.write(self.points, stamp_ns, serialize(self.point_cloud(header, cloud), "sensor_msgs/msg/PointCloud2"))
+            self.writer.write(self.points, stamp_ns,
+                              serialize(self.point_cloud(header, cloud), "sensor_msgs/msg/PointCloud2"))
         frame = self.types[DEPTH_FRAME_TYPE](header=header, depth=image, camera_info=info, **record)
         self.writer.write(self.frame, stamp_ns, serialize(frame, DEPTH_FRAME_TYPE))
 
@@ -227,7 +230,8 @@ def _axes(width: int, height: int, title: str, x_label: str, y_range: tuple[floa
     canvas = np.full((height, width, 3), 255, np.uint8)
     cv2.rectangle(canvas, (margin, 20), (width - 20, height - margin + 10), (0, 0, 0), 1)
     cv2.putText(canvas, title, (margin, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(canvas, x_label, (width // 2 - 30, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, x_label, (width // 2 - 30, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                cv2.LINE_AA)
     for fraction in (0.0, 0.5, 1.0):
         value = y_range[0] + fraction * (y_range[1] - y_range[0])
         y = int(height - margin + 10 - fraction * (height - margin - 10))

@@ -25,7 +25,8 @@ from ppd_ros.geometry.camera import CameraModel
 from ppd_ros.geometry.resize import resize_nearest
 
 # PointCloud2 layout: x, y, z, rgb as float32 (rgb carries the bits 0x00RRGGBB).
-CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 4, "offsets": [0, 4, 8, 12], "itemsize": 16})
+CLOUD_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 4, "offsets": [0, 4, 8, 12],
+                        "itemsize": 16})
 POINT_STEP = 16
 # (name, byte offset) of each PointCloud2 field; all are FLOAT32 (PointField datatype 7), count 1.
 POINT_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))

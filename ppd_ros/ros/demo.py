@@ -9,9 +9,10 @@ One process (``ppd-demo``) that
    answered the previous one, so every frame is processed (the node keeps only the newest frame);
 3. records what the node publishes: depth, depth/camera_info, points, depth/colored, depth/frame
    (colcon route only) and /diagnostics;
-4. writes, under the output directory: rgb/ (inputs), depth/ (colour-mapped PNG + float32 .npy in
-   the node's published depth, relative unless a metric source is set), gt/ (the renderer's exact depth, .npy), clouds/ (binary PLY, removed points
-   dropped), bag/ (rosbag2 MCAP of inputs and node outputs, opens in Foxglove / ``ros2 bag``),
+4. writes, under the output directory: rgb/ (inputs), depth/ (colour-mapped PNG + float32 .npy of
+   the node's published depth, relative unless a metric source is set), gt/ (the renderer's exact
+   depth, .npy), clouds/ (binary PLY, removed points dropped), bag/ (rosbag2 MCAP of inputs and
+   node outputs, opens in Foxglove / ``ros2 bag``),
    metrics_summary.json and metrics_summary.md (AbsRel / delta1 after log-space alignment against
    the exact depth, a constant-depth baseline, frame counts, latency), node.log;
 5. stops the node with SIGINT (as Ctrl-C would).

@@ -429,7 +429,8 @@ class DepthNode(LifecycleNode):
             raise FrameRejected(str(error)) from error
         decode_seconds = time.perf_counter() - start
         model = None
-        info = camera.infos.nearest(stamp, config.sync_tolerance, wait_s=PAIRING_WAIT_S if camera.infos.received else 0.0)
+        wait = PAIRING_WAIT_S if camera.infos.received else 0.0
+        info = camera.infos.nearest(stamp, config.sync_tolerance, wait_s=wait)
         if info is not None:
             try:
                 model = camera_info_to_model(info, rectified=config.image_is_rectified)
