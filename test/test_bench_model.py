@@ -51,5 +51,5 @@ def test_bench_model_tiny_prints_ratios_stages_and_parity(capsys):
     assert float(table["baseline"][7]) == 0.0 and 0 < float(table["fast"][7]) < 0.1  # max |d| vs fp32
     stages = next(line for line in out.splitlines() if line.startswith("stages (ms)")).split()[2:]
     assert stages == ["decode", "preprocess", "encoder", "step1", "step2", "step3", "step4", "geometry", "packing"]
-    assert "fast: attention: cpu-flash x18" in out
+    assert "fast: attention kernels: cpu-flash x18" in out
     assert "fast+graphs: skipped (needs CUDA)" in out

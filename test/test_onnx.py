@@ -68,7 +68,8 @@ def test_encoder_graph_matches_golden(golden_export):
         rows, cols = image.shape[-2] // 16, image.shape[-1] // 16
         table = resize_position_table(learned, rows, cols, metadata["encoder"]["pos_resize"]).numpy()
         (out,) = session.run(["semantics"], {"image": image.numpy(), "position_table": table})
-        torch.testing.assert_close(torch.from_numpy(table), tensors[f"{call['name']}.pos_embed_used"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.from_numpy(table), tensors[f"{call['name']}.pos_embed_used"], atol=1e-5,
+                                   rtol=0)
         torch.testing.assert_close(torch.from_numpy(out), tensors[f"{call['name']}.out"], atol=ENCODER_ATOL, rtol=0)
 
 

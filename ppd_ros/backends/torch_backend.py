@@ -71,7 +71,8 @@ class TorchImageBackend:
         return inference_size(height, width, self.target_area)
 
     def _context(self):
-        return run_context(self.device, self.autocast, self.options.sdpa_backend)
+        return run_context(self.device, self.autocast, self.options.sdpa_backend,
+                           autocast_cache=not self.options.cuda_graphs)
 
     def _noise(self, batch: int, height: int, width: int) -> torch.Tensor:
         """The seeded initial latent (batch, 1, h, w) on the device, made once per shape."""

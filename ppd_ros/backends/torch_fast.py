@@ -63,9 +63,11 @@ def sdpa_preference(backend: str):
 
 
 @contextlib.contextmanager
-def run_context(device: torch.device, autocast: bool, sdpa_backend: str = "auto"):
-    """Inference mode, bf16 autocast when asked, the attention-kernel preference."""
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast), \
+def run_context(device: torch.device, autocast: bool, sdpa_backend: str = "auto", autocast_cache: bool = True):
+    """Inference mode, bf16 autocast when asked, the attention-kernel preference.
+    ``autocast_cache`` False under CUDA-graph capture (cached casts must not outlive a capture)."""
+    with torch.inference_mode(), \
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast, cache_enabled=autocast_cache), \
             sdpa_preference(sdpa_backend):
         yield
 
@@ -175,7 +177,7 @@ def sdpa_kernels_used(fn: Callable[[], object]) -> dict[str, int]:
         name = SDPA_KERNEL_OPS.get(event.key)
         if name is None and getattr(event, "device_type", None) == torch.autograd.DeviceType.CUDA:
             lowered = event.key.lower()
-            if any(word in lowered for word in ("fmha", "flash", "attention", "attn")):
+            if any(word in lowered for word in ("fmha", "flash", "sdpa", "attention", "attn")):
                 name = "kernel:" + event.key[:80]
         if name is not None:
             found[name] = found.get(name, 0) + event.count

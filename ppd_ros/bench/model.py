@@ -186,18 +186,19 @@ class Timing:
         return statistics.median(self.seconds)
 
 
-def time_calls(call: Callable[[], object], repeats: int, warmup: int = 1) -> Timing:
-    """First call (compilation, graph capture) apart, then ``warmup`` more, then ``repeats`` timed."""
+def time_calls(call: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[Timing, object]:
+    """(timing, last result): the first call (compilation, graph capture) apart, then ``warmup``
+    more, then ``repeats`` timed."""
     start = time.perf_counter()
-    call()
+    result = call()
     timing = Timing(time.perf_counter() - start)
     for _ in range(warmup):
-        call()
+        result = call()
     for _ in range(repeats):
         start = time.perf_counter()
-        call()
+        result = call()
         timing.seconds.append(time.perf_counter() - start)
-    return timing
+    return timing, result
 
 
 def depth_difference(depth: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
@@ -228,11 +229,12 @@ def onnx_backend(spec, options, dit, encoder, device: torch.device):
         select_providers(providers, onnxruntime.get_available_providers())
     except ValueError as error:
         return None, f"skipped: {error}"
-    folder = tempfile.mkdtemp(prefix="ppd_onnx_")
-    metadata = export_image_model(dit, encoder, folder, spec.name)  # exports from the CPU: move back after
+    folder = tempfile.TemporaryDirectory(prefix="ppd_onnx_")
+    metadata = export_image_model(dit, encoder, folder.name, spec.name)  # exports from the CPU: move back after
     dit.to(device)
     encoder.to(device)
-    backend = OnnxImageBackend(spec, replace(options, onnx_providers=providers, onnx_dir=folder))
+    backend = OnnxImageBackend(spec, replace(options, onnx_providers=providers, onnx_dir=folder.name))
+    backend.export_folder = folder  # removed with the backend
     return backend, f"exported in {metadata['export_seconds']} s, providers {', '.join(backend.providers)}"
 
 
@@ -283,12 +285,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"FLOP per call (analytic, matmuls + attention): encoder {flops.encoder:.3e} + {args.steps} x DiT "
           f"{flops.dit_step:.3e} = {flops.total:.3e} ({flops.total / args.batch:.3e} per frame)")
 
-    # fp32 reference depth: same weights, same noise, TF32 off
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    reference_backend = TorchImageBackend(dit, encoder, spec, replace(base, precision="fp32", preprocess="cv2"))
-    reference = reference_backend.predict_batch(frames, tags)[0].relative.cpu()
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    reference = None  # fp32 depth on the same weights and noise (on the CPU: the baseline itself)
+    if device.type == "cuda":
+        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        reference_backend = TorchImageBackend(dit, encoder, spec, replace(base, precision="fp32", preprocess="cv2"))
+        reference = reference_backend.predict_batch(frames, tags)[0].relative.cpu()
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        del reference_backend
 
     bf16_networks = None
     results, stages, notes = {}, {}, {}
@@ -310,14 +314,18 @@ def run(args: argparse.Namespace) -> int:
                 networks = (SyncEachStep(dit) if device.type == "cuda" else dit), encoder
                 compute_dtype = torch.bfloat16 if options.precision == "bf16-autocast" else torch.float32
             backend = TorchImageBackend(*networks, spec, options)
-        timing = time_calls(lambda: backend.predict_batch(frames, tags), args.repeats)
-        depth = backend.predict_batch(frames, tags)[0].relative
+        timing, outputs = time_calls(lambda: backend.predict_batch(frames, tags), args.repeats,
+                                     warmup=1 if device.type == "cuda" else 0)
+        depth = outputs[0].relative.cpu()
+        if reference is None:
+            reference = depth
         results[name] = (timing, compute_dtype, depth_difference(depth, reference))
-        if name in ("baseline", "fast"):
-            stages[name] = stage_milliseconds(backend, frames[0], repeats=max(1, min(3, args.repeats)))
+        if name in ("baseline", "fast"):  # one more frame, stage by stage
+            stages[name] = stage_milliseconds(backend, frames[0])
+        if name == "fast":
             kernels = sdpa_kernels_used(lambda: backend.predict_batch(frames, tags))
-            notes[name] = "attention: " + (", ".join(f"{k} x{v}" for k, v in kernels.items()) or "none seen")
-        del backend
+            notes[name] = "attention kernels: " + (", ".join(f"{k} x{v}" for k, v in kernels.items()) or "none seen")
+        backend = None  # free its memory before the next variant
 
     baseline_s = results["baseline"][0].median_s
     rows = [["variant", "ms/frame", "frames/s", "TFLOP/s", "MFU", "vs baseline", "first call s",

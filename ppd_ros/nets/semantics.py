@@ -6,7 +6,6 @@ Checkpoint: the released ``depth_anything_v2_vitl.pth`` (``pretrained.*`` = the 
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Mapping
 
@@ -25,23 +24,6 @@ DA2_VITL = DinoV2Config(embed_dim=1024, depth=24, num_heads=16, pos_resize="scal
 
 # The DiT's token grid is 16 px; the ViT sees the image shrunk so its 14-px grid has the same size.
 DIT_GRID_PX = 16
-
-
-def _make_mean_std(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device)
-    std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device)
-    return mean, std
-
-
-_cached_mean_std = functools.lru_cache(maxsize=16)(_make_mean_std)
-
-
-def _imagenet_mean_std(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, 3, 1, 1) mean and std, made once per dtype and device: no host copy per frame (and none
-    inside a CUDA graph capture); made afresh while traced (torch.compile, ONNX export)."""
-    if torch.compiler.is_compiling():
-        return _make_mean_std(dtype, device)
-    return _cached_mean_std(dtype, device)
 
 
 class DA2SemanticEncoder(nn.Module):
@@ -68,8 +50,10 @@ class DA2SemanticEncoder(nn.Module):
         rows, cols = image.shape[-2] // DIT_GRID_PX, image.shape[-1] // DIT_GRID_PX
         if rows < 1 or cols < 1:
             raise ValueError(f"image {tuple(image.shape[-2:])} is smaller than one {DIT_GRID_PX}-px token")
-        mean, std = _imagenet_mean_std(image.dtype, image.device)
-        normalised = (image - mean) / std
+        # per channel with Python scalars: no constant tensor to copy to the device on every call
+        # (nor inside a CUDA graph capture)
+        normalised = torch.stack([(image[:, c] - m) / s for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))],
+                                 dim=1)
         patch = self.pretrained.patch_size
         return F.interpolate(
             normalised, size=(rows * patch, cols * patch), mode="bicubic", align_corners=False, antialias=False
