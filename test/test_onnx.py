@@ -16,7 +16,8 @@ pytest.importorskip("onnxscript")  # torch.onnx.export(dynamo=True) needs it ([o
 
 from ppd_ros import cli  # noqa: E402
 from ppd_ros.backends import BackendOptions, create_backend  # noqa: E402
-from ppd_ros.backends.onnx_export import DIT_FILE, ENCODER_FILE, METADATA_FILE, export_image_model  # noqa: E402
+from ppd_ros.backends.onnx_export import export_image_model  # noqa: E402
+from ppd_ros.backends.onnx_layout import DIT_FILE, ENCODER_FILE, METADATA_FILE  # noqa: E402
 from ppd_ros.backends.onnxruntime_backend import (OnnxDiT, provider_options, select_providers)  # noqa: E402
 from ppd_ros.model_specs import DA2, IMAGE, ModelSpec, model_spec  # noqa: E402
 from ppd_ros.nets.dinov2 import DinoV2Config, resize_position_table  # noqa: E402

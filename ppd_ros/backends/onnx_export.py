@@ -35,20 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ENCODER_FILE = "encoder.onnx"
-DIT_FILE = "dit.onnx"
-POSITION_TABLE_FILE = "position_table.npy"
-METADATA_FILE = "export.json"
-EXPORT_FORMAT = 1
-OPSET = 18
+from ppd_ros.backends.onnx_layout import (DIT_FILE, ENCODER_FILE, EXPORT_FORMAT, METADATA_FILE, OPSET,
+                                          POSITION_TABLE_FILE, default_onnx_dir)
+
 MAX_TOKENS_PER_SIDE = 512  # symbolic bound of the 16-px grid: sides up to 8192 px
-
-
-def default_onnx_dir(model: str, weights_dir: str | Path | None = None) -> Path:
-    """``<weights dir>/onnx/<model>``: where ``ppd export-onnx`` writes and the backend looks."""
-    from ppd_ros.weights import resolve_weights_dir
-
-    return resolve_weights_dir(weights_dir) / "onnx" / model
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
@@ -111,19 +101,6 @@ def export_image_model(dit: torch.nn.Module, encoder: torch.nn.Module, out_dir: 
         "export_seconds": round(time.perf_counter() - started, 1),
     }
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n")
-    return metadata
-
-
-def read_metadata(model_dir: str | Path, model: str) -> dict:
-    """export.json of an export folder made for ``model``; FileNotFoundError/ValueError otherwise."""
-    path = Path(model_dir) / METADATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX export of {model} in {model_dir}: run `ppd export-onnx --model {model}` "
-                                f"(--output {model_dir}) first")
-    metadata = json.loads(path.read_text())
-    if metadata.get("format") != EXPORT_FORMAT or metadata.get("model") != model:
-        raise ValueError(f"{path} holds an export of {metadata.get('model')!r} (format {metadata.get('format')}), "
-                         f"not of {model!r}: export again with `ppd export-onnx --model {model}`")
     return metadata
 
 

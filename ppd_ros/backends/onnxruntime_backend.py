@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ppd_ros.backends.base import BackendOptions, DepthOutput
-from ppd_ros.backends.onnx_export import default_onnx_dir, read_metadata
+from ppd_ros.backends.onnx_layout import default_onnx_dir, read_metadata
 from ppd_ros.model_specs import ModelSpec
 from ppd_ros.nets.dinov2 import resize_position_table
 from ppd_ros.nets.flow import sample_depth
