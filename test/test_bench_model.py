@@ -43,7 +43,7 @@ def test_bench_model_tiny_prints_ratios_stages_and_parity(capsys):
                      "--repeats", "1", "--variants", "baseline,fast,fast+graphs"]) == 0
     out = capsys.readouterr().out
     assert "tiny random networks" in out and "inference 96x64, 4 steps" in out
-    assert "peak (measured now" in out and "FLOP per call (analytic" in out
+    assert "peak (2048^3 matmul, best of before and after" in out and "FLOP per call (analytic" in out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("variant "))
     table = {line.split()[0]: line.split() for line in lines[header + 1: header + 3]}

@@ -85,7 +85,6 @@ class BackendOptions:
     onnx_dir: str | None = None
 
 
-
 class DepthBackend(Protocol):
     """What the pipeline needs from a model runner (torch, ONNX Runtime, ...)."""
 

@@ -59,7 +59,11 @@ def sdpa_preference(backend: str):
     if backend == "math":
         return sdpa_kernel([SDPBackend.MATH])
     order = [fused[backend]] + [kind for name, kind in fused.items() if name != backend] + [SDPBackend.MATH]
-    return sdpa_kernel(order, set_priority=True)
+    try:
+        return sdpa_kernel(order, set_priority=True)
+    except TypeError:  # set_priority came with torch 2.6
+        raise ValueError(f"sdpa_backend {backend!r} needs torch >= 2.6 (this is {torch.__version__}); "
+                         "use auto") from None
 
 
 @contextlib.contextmanager

@@ -245,10 +245,10 @@ def run_checks(args: argparse.Namespace) -> Report:
         diff_first = depth_difference(first, fast_eager.predict_batch([shot], [0])[0].relative)[0]
         diff_second = depth_difference(second, fast_eager.predict_batch([other], [0])[0].relative)[0]
         diff_again = depth_difference(again, first)[0]
-        big = frame(*sizes[1])
-        graphs.predict_batch([big], [0])  # new size: a second capture
-        eager_big = fast_eager.predict_batch([big], [0])[0].relative
-        diff_big = depth_difference(graphs.predict_batch([big], [0])[0].relative, eager_big)[0]
+        portrait = frame(width, height)  # the other aspect: another inference size, a second capture
+        graphs.predict_batch([portrait], [0])
+        eager_portrait = fast_eager.predict_batch([portrait], [0])[0].relative
+        diff_big = depth_difference(graphs.predict_batch([portrait], [0])[0].relative, eager_portrait)[0]
         between_frames = depth_difference(first, second)[0]  # what a stale input would show
         worst = max(diff_first, diff_second, diff_again, diff_big)
         ok = worst <= 0.1 * between_frames and diff_again == 0 and graphs.graphs.captures == 2

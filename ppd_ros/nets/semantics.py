@@ -52,8 +52,8 @@ class DA2SemanticEncoder(nn.Module):
             raise ValueError(f"image {tuple(image.shape[-2:])} is smaller than one {DIT_GRID_PX}-px token")
         # per channel with Python scalars: no constant tensor to copy to the device on every call
         # (nor inside a CUDA graph capture)
-        normalised = torch.stack([(image[:, c] - m) / s for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))],
-                                 dim=1)
+        channels = [(image[:, c] - mean) / std for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))]
+        normalised = torch.stack(channels, dim=1)
         patch = self.pretrained.patch_size
         return F.interpolate(
             normalised, size=(rows * patch, cols * patch), mode="bicubic", align_corners=False, antialias=False
