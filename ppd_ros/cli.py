@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("eval-bag", "ppd_ros.evaluation.eval_bag", "evaluate depth on a recorded bag"),
         ("eval-benchmark", "ppd_ros.evaluation.benchmarks", "standard depth benchmarks"),
         ("synth-bag", "ppd_ros.synthetic.bag", "write a rosbag2 of a synthetic camera sweep with GT depth (and LiDAR)"),
+        ("export-onnx", "ppd_ros.backends.onnx_export", "write an image model's encoder and DiT as ONNX graphs"),
     ):
         sub = commands.add_parser(name, help=help_text)
         __import__(module, fromlist=["add_arguments"]).add_arguments(sub)

@@ -42,11 +42,32 @@ class DepthOutput:
         return int(self.relative.shape[0]), int(self.relative.shape[1])
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-autocast")
+PREPROCESS_MODES = ("auto", "cv2", "device")
+SDPA_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+DEFAULT_ONNX_PROVIDERS = ("tensorrt", "cuda", "cpu")
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     """How to run a model. ``target_area`` None = the model's native area (image models);
     ``video_stride``: new frames per PPVD window (1..13); ``video_channel_order``: ``rgb`` (the
-    released training data and image path) or ``bgr`` (what the official video demo feeds)."""
+    released training data and image path) or ``bgr`` (what the official video demo feeds).
+
+    Torch speed options (README "Performance"):
+    ``precision``: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` (bf16 weights and
+    activations; latent and Euler update stay fp32) or ``bf16-autocast`` (fp32 weights under bf16
+    autocast, as the official code). ``preprocess``: ``auto`` (``device`` on CUDA, ``cv2`` on CPU),
+    ``cv2`` (host resize, the reference) or ``device`` (upload uint8, resize on the device; within
+    one grey level of cv2). ``compile``: torch.compile the networks (each new input size compiles
+    once). ``cuda_graphs``: capture encoder + sampler as one CUDA graph per input size and steps
+    (image models on CUDA). ``sdpa_backend``: attention kernel preference: ``auto`` (torch's
+    choice), ``cudnn``, ``flash``, ``efficient`` or ``math`` (tried first, the others after it).
+
+    ONNX Runtime options: ``onnx_providers``: execution providers in order of preference
+    (``tensorrt``, ``cuda``, ``cpu`` or full ONNX Runtime names); missing ones are skipped with
+    one warning. ``onnx_dir``: folder of ``ppd export-onnx`` (None: ``<weights dir>/onnx/<model>``).
+    """
 
     device: str = "auto"
     steps: int = 4
@@ -55,6 +76,13 @@ class BackendOptions:
     weights_dir: str | None = None
     video_stride: int = 13
     video_channel_order: str = "rgb"
+    precision: str = "auto"
+    preprocess: str = "auto"
+    compile: bool = False
+    cuda_graphs: bool = False
+    sdpa_backend: str = "auto"
+    onnx_providers: tuple[str, ...] = DEFAULT_ONNX_PROVIDERS
+    onnx_dir: str | None = None
 
 
 class DepthBackend(Protocol):

@@ -1,4 +1,10 @@
-"""The torch backend: PPD image models and the causal PPVD stream on CPU or CUDA."""
+"""The torch backend: PPD image models and the causal PPVD stream on CPU or CUDA.
+
+CPU defaults are the reference computation (fp32, cv2 resize). The CUDA fast path (options in
+:class:`~ppd_ros.backends.base.BackendOptions`): bf16 weights, attention through SDPA, a sampling
+loop that never waits for the device, uint8 upload and resize on the device, optional
+torch.compile and one CUDA graph per input size.
+"""
 from __future__ import annotations
 
 import time
@@ -9,29 +15,23 @@ import numpy as np
 import torch
 
 from ppd_ros.backends.base import BackendOptions, DepthOutput
+from ppd_ros.backends.torch_fast import (GraphCache, HostStaging, compiled, resolve_precision, resolve_preprocess,
+                                         run_context, sdpa_preference, synchronize)
 from ppd_ros.backends.torch_networks import load_image_networks, load_video_networks
 from ppd_ros.device import resolve_device
 from ppd_ros.model_specs import ModelSpec
 from ppd_ros.nets.flow import sample_depth
 from ppd_ros.nets.moge import MoGe2Model
-from ppd_ros.preprocess import inference_size, resize_for_inference
+from ppd_ros.preprocess import inference_size, resize_for_inference, resize_on_device
 from ppd_ros.video import OVERLAP, STRIDE, VideoDepthStream
-
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class TorchImageBackend:
     """PPD on single frames: resize to the inference area, semantic tokens once, Euler sampling.
 
     Every frame of a batch starts from the same seeded noise, so a frame's depth does not depend
-    on what else is in its batch.
+    on what else is in its batch. The networks are moved to the device and cast to the weight
+    dtype of ``options.precision`` in place.
     """
 
     streaming = False
@@ -44,12 +44,24 @@ class TorchImageBackend:
         if target_area < 16 * 16:
             raise ValueError(f"target_area must be at least 256 pixels, got {target_area}")
         self.spec = spec
+        self.options = options
         self.device = resolve_device(options.device)
-        self.dit = dit.eval().to(self.device)
-        self.encoder = encoder.eval().to(self.device)
+        self.weight_dtype, self.autocast = resolve_precision(options.precision, self.device)
+        self.preprocess_mode = resolve_preprocess(options.preprocess, self.device)
+        sdpa_preference(options.sdpa_backend)  # validates the name
+        if options.cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs a CUDA device, got {self.device}")
+        self.dit = dit.eval().to(device=self.device, dtype=self.weight_dtype)
+        self.encoder = encoder.eval().to(device=self.device, dtype=self.weight_dtype)
         self.steps = int(options.steps)
         self.target_area = target_area
         self.seed = options.seed
+        self._dit_fn = compiled(self.dit, options.compile)
+        # MoGe-2's metric fit runs on the host (scipy): only the DA2-style encoder is compiled
+        self._encoder_fn = compiled(self.encoder, options.compile and not self.is_metric)
+        self._staging = HostStaging(self.device)
+        self._noise_cache: dict[tuple[int, int, int], torch.Tensor] = {}
+        self.graphs = GraphCache()
 
     @property
     def is_metric(self) -> bool:
@@ -58,12 +70,60 @@ class TorchImageBackend:
     def inference_size(self, height: int, width: int) -> tuple[int, int]:
         return inference_size(height, width, self.target_area)
 
-    def _noise(self, batch: int, height: int, width: int) -> torch.Tensor:
-        generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        noise = torch.randn((1, 1, height, width), generator=generator)
-        return noise.expand(batch, -1, -1, -1).to(self.device)
+    def _context(self):
+        return run_context(self.device, self.autocast, self.options.sdpa_backend,
+                           autocast_cache=not self.options.cuda_graphs)
 
-    @torch.inference_mode()
+    def _noise(self, batch: int, height: int, width: int) -> torch.Tensor:
+        """The seeded initial latent (batch, 1, h, w) on the device, made once per shape."""
+        key = (batch, height, width)
+        noise = self._noise_cache.get(key)
+        if noise is None:
+            generator = torch.Generator(device="cpu").manual_seed(self.seed)
+            noise = torch.randn((1, 1, height, width), generator=generator)
+            noise = noise.expand(batch, -1, -1, -1).contiguous().to(self.device)
+            if len(self._noise_cache) >= 8:
+                self._noise_cache.pop(next(iter(self._noise_cache)))
+            self._noise_cache[key] = noise
+        return noise
+
+    # -- stages (predict_batch runs them in this order; ppd bench model times them one by one) --
+    def prepare(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 RGB frames of one size -> (N, 3, h, w) float32 in [0, 1] on the device."""
+        if self.preprocess_mode == "device":
+            return resize_on_device(self._staging.upload(frames), self.target_area)
+        resized = np.stack([resize_for_inference(frame, self.target_area) for frame in frames])
+        return torch.from_numpy(resized).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+
+    def encode(self, image01: torch.Tensor):
+        """(semantic tokens, MoGe-2 metric geometry or None) of prepared images."""
+        with self._context():
+            if self.is_metric:
+                return self.encoder.semantics_and_geometry(image01)
+            return self._encoder_fn(image01), None
+
+    def sample(self, image01: torch.Tensor, semantics: torch.Tensor, dit=None) -> torch.Tensor:
+        """Relative depth (N, h, w) float32 by Euler sampling. ``dit``: call this instead of the
+        backend's DiT (the bench wraps it to time each step)."""
+        n, _, height, width = image01.shape
+        with self._context():
+            depth = sample_depth(dit if dit is not None else self._dit_fn, image01, semantics, steps=self.steps,
+                                 noise=self._noise(n, height, width))
+        return depth[:, 0].float()
+
+    def _infer(self, image01: torch.Tensor):
+        """(depth (N, h, w), geometry or None): encoder then sampler, eager or graph replay."""
+        if not self.options.cuda_graphs:
+            semantics, geometry = self.encode(image01)
+            return self.sample(image01, semantics), geometry
+        key = (self.steps, *image01.shape)
+        if self.is_metric:  # the encoder and its host-side metric fit stay outside the graph
+            semantics, geometry = self.encode(image01)
+            call = self.graphs.get(key, self.sample, (image01, semantics))
+            return call(image01, semantics).clone(), geometry
+        call = self.graphs.get(key, lambda image: self.sample(image, self.encode(image)[0]), (image01,))
+        return call(image01).clone(), None
+
     def predict_batch(self, frames: Sequence[np.ndarray], tags: Sequence[Any]) -> list[DepthOutput]:
         if len(frames) != len(tags) or not frames:
             raise ValueError(f"need one tag per frame and at least one frame, got {len(frames)} / {len(tags)}")
@@ -73,18 +133,8 @@ class TorchImageBackend:
             raise ValueError(f"expected uint8 RGB frames (H, W, 3) of one size, got {sorted(sizes)}")
         start = time.perf_counter()
         height, width = shape[:2]
-        h, w = self.inference_size(height, width)
-        resized = np.stack([resize_for_inference(frame, self.target_area) for frame in frames])
-        image01 = torch.from_numpy(resized).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        with _autocast(self.device):
-            if self.is_metric:
-                semantics, geometry = self.encoder.semantics_and_geometry(image01)
-            else:
-                semantics, geometry = self.encoder(image01), None
-            depth = sample_depth(self.dit, image01, semantics, steps=self.steps,
-                                 noise=self._noise(len(frames), h, w))
-        depth = depth[:, 0].float()
-        _synchronize(self.device)
+        depth, geometry = self._infer(self.prepare(frames))
+        synchronize(self.device)
         share = (time.perf_counter() - start) / len(frames)
         outputs = []
         for i, tag in enumerate(tags):
@@ -155,10 +205,18 @@ class TorchVideoBackend:
             raise ValueError(f"video stride must be in 1..{STRIDE}, got {options.video_stride}")
         if options.video_channel_order not in ("rgb", "bgr"):
             raise ValueError(f"video channel order must be rgb or bgr, got {options.video_channel_order!r}")
+        if options.cuda_graphs:
+            raise ValueError("cuda_graphs is for image models: a PPVD window (16 frames) is large enough "
+                             "that launch gaps do not matter")
         self.spec = spec
+        self.options = options
         self.device = resolve_device(options.device)
-        self.semantics = semantics.eval().to(self.device)
-        self.dit = dit.eval().to(self.device)
+        self.weight_dtype, self.autocast = resolve_precision(options.precision, self.device)
+        sdpa_preference(options.sdpa_backend)  # validates the name
+        self.semantics = semantics.eval().to(device=self.device, dtype=self.weight_dtype)
+        self.dit = dit.eval().to(device=self.device, dtype=self.weight_dtype)
+        self._semantics_fn = compiled(self.semantics, options.compile)
+        self._dit_fn = compiled(self.dit, options.compile)
         self._steps = int(options.steps)
         self.stride = int(options.video_stride)
         self.seed = options.seed
@@ -202,7 +260,7 @@ class TorchVideoBackend:
     def _state(self, stream: Hashable) -> _Stream:
         state = self._streams.get(stream)
         if state is None:
-            state = _Stream(VideoDepthStream(self.semantics, self.dit, stride=self.stride, steps=self.steps,
+            state = _Stream(VideoDepthStream(self._semantics_fn, self._dit_fn, stride=self.stride, steps=self.steps,
                                              noise=self.seed))
             self._streams[stream] = state
         return state
@@ -248,9 +306,9 @@ class TorchVideoBackend:
     def _run(self, state: _Stream, call) -> list[DepthOutput]:
         windows_before = state.stream.windows_run
         start = time.perf_counter()
-        with torch.inference_mode(), _autocast(self.device):
+        with run_context(self.device, self.autocast, self.options.sdpa_backend):
             emitted = call()
-        _synchronize(self.device)
+        synchronize(self.device)
         now = time.perf_counter()
         if not emitted:
             return []
@@ -270,9 +328,10 @@ class TorchVideoBackend:
 
 
 def create_torch_backend(spec: ModelSpec, options: BackendOptions = BackendOptions()):
-    """The torch backend of a spec: bf16 weights on CUDA (run under bf16 autocast), fp32 on CPU."""
+    """The torch backend of a spec, weights loaded in the dtype of ``options.precision`` (``auto``:
+    bf16 on CUDA, fp32 on CPU)."""
     device = resolve_device(options.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype, _ = resolve_precision(options.precision, device)
     if spec.mode == "video":
         semantics, dit = load_video_networks(spec, options.weights_dir, device, dtype, options.seed)
         return TorchVideoBackend(semantics, dit, spec, options)

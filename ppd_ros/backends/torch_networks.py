@@ -10,7 +10,6 @@ from ppd_ros.nets.dit_video import PPVD_DIT_FULL, VideoDiT, load_ppvd, sincos_po
 from ppd_ros.nets.moge import load_moge2
 from ppd_ros.nets.pi3 import PI3_FULL, Pi3Config, Pi3Semantics, load_pi3
 from ppd_ros.nets.semantics import DA2_VITL, DA2SemanticEncoder, load_da2_semantic_encoder
-from ppd_ros.weights import WeightsMissingError, weights_path
 
 TINY_DIT = dict(hidden_size=64, depth=4, num_heads=4, semantic_dim=64)
 TINY_ENCODER = DinoV2Config(embed_dim=64, depth=2, num_heads=2)
@@ -25,17 +24,19 @@ TINY_VIDEO_DIT = dict(hidden_size=32, depth=24, num_heads=2, input_size=TINY_VID
 
 
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Overwrite every parameter with seeded noise (tiny smoke models: zero-init would be constant)."""
-    generator = torch.Generator().manual_seed(seed)
+    """Overwrite every parameter with seeded noise (tiny smoke models: zero-init would be constant;
+    benchmarks: random full-size weights, drawn on the parameters' device)."""
+    device = next(module.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=generator, device=device)
             if param.ndim >= 2:
-                fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+                param.copy_(noise / param[0].numel() ** 0.5)
             elif "weight" in name:
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+                param.copy_(1.0 + 0.1 * noise)
             else:
-                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+                param.copy_(0.05 * noise)
     return module
 
 
@@ -44,13 +45,21 @@ def tiny_random_image_networks() -> tuple[PixelDiT, DA2SemanticEncoder]:
     return randomize_(PixelDiT(**TINY_DIT), seed=1), randomize_(DA2SemanticEncoder(TINY_ENCODER), seed=2)
 
 
-def tiny_random_video_networks(seed: int = 0) -> tuple[Pi3Semantics, VideoDiT]:
-    """Small seeded random Pi3 + video DiT (64x64 windows) of ``tiny-random-video``."""
-    pi3 = randomize_(Pi3Semantics(TINY_PI3), seed=seed + 1).eval()
-    dit = randomize_(VideoDiT(**TINY_VIDEO_DIT), seed=seed + 2).eval()
-    with torch.no_grad():  # keep the fixed sin-cos position table (randomize_ overwrote it)
+def random_video_networks(pi3_config: Pi3Config, dit_config, seed: int = 0,
+                          device: str | torch.device = "cpu") -> tuple[Pi3Semantics, VideoDiT]:
+    """Seeded random Pi3 + video DiT built and drawn on ``device`` (the DiT keeps its fixed
+    sin-cos position table)."""
+    with torch.device(device):
+        pi3 = randomize_(Pi3Semantics(pi3_config), seed=seed + 1).eval()
+        dit = randomize_(VideoDiT(**dit_config), seed=seed + 2).eval()
+    with torch.no_grad():  # randomize_ overwrote the frozen table
         dit.pos_embed.copy_(sincos_pos_table(dit.hidden_size, dit.grid16, dit.grid16)[None])
     return pi3, dit
+
+
+def tiny_random_video_networks(seed: int = 0) -> tuple[Pi3Semantics, VideoDiT]:
+    """Small seeded random Pi3 + video DiT (64x64 windows) of ``tiny-random-video``."""
+    return random_video_networks(TINY_PI3, TINY_VIDEO_DIT, seed)
 
 
 def full_size_image_networks(device: str | torch.device = "meta") -> tuple[PixelDiT, DA2SemanticEncoder]:
@@ -59,8 +68,15 @@ def full_size_image_networks(device: str | torch.device = "meta") -> tuple[Pixel
         return PixelDiT(**PPD_DIT_FULL), DA2SemanticEncoder(DA2_VITL)
 
 
+def full_size_video_networks(device: str | torch.device, seed: int = 0) -> tuple[Pi3Semantics, VideoDiT]:
+    """The released Pi3 semantics and video DiT sizes with seeded random weights (benchmarks)."""
+    return random_video_networks(PI3_FULL, PPVD_DIT_FULL, seed, device)
+
+
 def _weight_files(spec: ModelSpec, weights_dir) -> list:
     """Paths of the spec's registry files; one WeightsMissingError naming every missing one."""
+    from ppd_ros.weights import WeightsMissingError, weights_path  # reads the YAML registry
+
     paths, missing = [], []
     for name in spec.weights:
         try:
@@ -98,7 +114,7 @@ def load_video_networks(spec: ModelSpec, weights_dir=None, device: torch.device 
     """(Pi3 semantics, video DiT) of a video model spec on ``device``, in eval mode."""
     if spec.random_tiny:
         pi3, dit = tiny_random_video_networks(seed)
-        return pi3.to(device), dit.to(device)
+        return pi3.to(device=device, dtype=dtype), dit.to(device=device, dtype=dtype)
     dit_file, pi3_file = _weight_files(spec, weights_dir)
     dit = load_ppvd(dit_file, device=device, dtype=dtype, config=PPVD_DIT_FULL)
     pi3 = load_pi3(pi3_file, device=device, dtype=dtype, config=PI3_FULL)

@@ -53,6 +53,19 @@ POS_RESIZE_RULES: dict[str, Callable[[torch.Tensor, int, int], torch.Tensor]] = 
 }
 
 
+def resize_position_table(pos_embed: torch.Tensor, rows: int, cols: int, rule: str) -> torch.Tensor:
+    """The learned table ``pos_embed`` (1, 1 + G*G, E) for a rows x cols grid, float32: the cls
+    row, then the G x G grid resized by ``rule`` (a name in :data:`POS_RESIZE_RULES`); a G x G
+    grid uses the table as stored."""
+    table = pos_embed.float()
+    grid_side = int(round((table.shape[1] - 1) ** 0.5))
+    if rows == grid_side and cols == grid_side:
+        return table
+    grid = table[:, 1:].reshape(1, grid_side, grid_side, -1).permute(0, 3, 1, 2)
+    patches = POS_RESIZE_RULES[rule](grid, rows, cols).permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+    return torch.cat([table[:, :1], patches], dim=1)
+
+
 @dataclass(frozen=True)
 class DinoV2Config:
     """Constructor arguments of :class:`DinoV2ViT` (see there)."""
@@ -184,7 +197,7 @@ class DinoV2ViT(nn.Module):
         self.patch_size = patch_size
         self.pos_grid = pos_grid
         self.num_register_tokens = num_register_tokens
-        self._resize_pos_grid = POS_RESIZE_RULES[pos_resize]
+        self.pos_resize = pos_resize
 
         # Parameter registration order follows the official state dict.
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -204,29 +217,29 @@ class DinoV2ViT(nn.Module):
 
     def position_table(self, rows: int, cols: int) -> torch.Tensor:
         """The (1, 1 + rows*cols, E) table added to [cls | patches], cls row first, float32."""
-        table = self.pos_embed.float()
-        if rows == self.pos_grid and cols == self.pos_grid:
-            return table
-        grid = table[:, 1:].reshape(1, self.pos_grid, self.pos_grid, -1).permute(0, 3, 1, 2)
-        grid = self._resize_pos_grid(grid, rows, cols)
-        patches = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
-        return torch.cat([table[:, :1], patches], dim=1)
+        return resize_position_table(self.pos_embed, rows, cols, self.pos_resize)
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Input tokens (B, 1 + registers + rows*cols, E) for images (B, 3, 14*rows, 14*cols)."""
+    def embed(self, images: torch.Tensor, position_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Input tokens (B, 1 + registers + rows*cols, E) for images (B, 3, 14*rows, 14*cols).
+
+        ``position_table``: :meth:`position_table` for this grid, when the caller made it (the
+        ONNX graph takes it as an input, so the graph needs no resize rule); None: made here.
+        """
         rows, cols = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
         patches = self.patch_embed(images)
         cls = self.cls_token.expand(patches.shape[0], -1, -1).to(patches.dtype)
         tokens = torch.cat([cls, patches], dim=1)
-        tokens = tokens + self.position_table(rows, cols).to(tokens.dtype)
+        if position_table is None:
+            position_table = self.position_table(rows, cols)
+        tokens = tokens + position_table.to(tokens.dtype)
         if self.num_register_tokens:
             registers = self.register_tokens.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
             tokens = torch.cat([tokens[:, :1], registers, tokens[:, 1:]], dim=1)
         return tokens
 
-    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+    def patch_tokens(self, images: torch.Tensor, position_table: torch.Tensor | None = None) -> torch.Tensor:
         """Final-LayerNorm'd patch tokens (B, rows*cols, E), cls and registers dropped."""
-        tokens = self.embed(images)
+        tokens = self.embed(images, position_table)
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens[:, 1 + self.num_register_tokens:])
@@ -257,4 +270,5 @@ __all__ = [
     "POS_RESIZE_RULES",
     "resize_pos_grid_scaled_bicubic",
     "resize_pos_grid_antialiased_bicubic",
+    "resize_position_table",
 ]

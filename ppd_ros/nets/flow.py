@@ -5,6 +5,7 @@ the velocity v = noise - x0.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -60,6 +61,17 @@ def sampling_timesteps(steps: int, device: torch.device | str | None = None) -> 
     return grid.round().to(torch.int32)
 
 
+@functools.lru_cache(maxsize=64)
+def _schedule_on(steps: int, device: torch.device) -> torch.Tensor:
+    """(steps + 1,) int32 on ``device``: :func:`sampling_timesteps`, then -1 (the end of sampling).
+
+    Made once per (steps, device) and kept, so the sampling loop only indexes a device tensor:
+    no host copy or synchronisation per step, and a CUDA graph can capture the loop.
+    """
+    end = torch.full((1,), -1, dtype=torch.int32)
+    return torch.cat([sampling_timesteps(steps), end]).to(device)
+
+
 @torch.no_grad()
 def sample_depth(dit: Callable[..., torch.Tensor], image01: torch.Tensor, semantics: torch.Tensor,
                  steps: int = 4, noise: torch.Tensor | torch.Generator | None = None,
@@ -90,10 +102,9 @@ def sample_depth(dit: Callable[..., torch.Tensor], image01: torch.Tensor, semant
     model_dtype = params.dtype if params is not None else torch.float32
     condition = image01.to(torch.float32) - 0.5
 
-    timesteps = sampling_timesteps(steps, device=device)
-    for i in range(steps):
-        t = timesteps[i]
-        s = timesteps[i + 1] if i + 1 < steps else torch.tensor(-1, dtype=torch.int32, device=device)
+    timesteps = _schedule_on(steps, device)
+    for i in range(steps):  # nothing in here waits for the device or copies from the host
+        t, s = timesteps[i], timesteps[i + 1]
         x = torch.cat([latent, condition], dim=1).to(model_dtype)
         velocity = dit(x, semantics, t).to(torch.float32)
         latent = euler_step(velocity, latent, t, s)

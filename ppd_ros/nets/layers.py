@@ -112,6 +112,9 @@ class GridRope2D:
 
     def tables(self, rows: int, cols: int, device: torch.device,
                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.compiler.is_compiling():  # torch.compile / ONNX export trace: no Python-side cache
+            cos, sin = rope_2d_tables(grid_positions(rows, cols, device), self.head_dim, self.frequency)
+            return cos[None, None], sin[None, None]
         key = (rows, cols, str(device))
         found = self._tables.get(key)
         if found is None:

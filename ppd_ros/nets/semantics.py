@@ -50,16 +50,22 @@ class DA2SemanticEncoder(nn.Module):
         rows, cols = image.shape[-2] // DIT_GRID_PX, image.shape[-1] // DIT_GRID_PX
         if rows < 1 or cols < 1:
             raise ValueError(f"image {tuple(image.shape[-2:])} is smaller than one {DIT_GRID_PX}-px token")
-        mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-        normalised = (image - mean) / std
+        # per channel with Python scalars: no constant tensor to copy to the device on every call
+        # (nor inside a CUDA graph capture)
+        channels = [(image[:, c] - mean) / std for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))]
+        normalised = torch.stack(channels, dim=1)
         patch = self.pretrained.patch_size
         return F.interpolate(
             normalised, size=(rows * patch, cols * patch), mode="bicubic", align_corners=False, antialias=False
         )
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.pretrained.patch_tokens(self.vit_input(image))
+    def forward(self, image: torch.Tensor, position_table: torch.Tensor | None = None) -> torch.Tensor:
+        """``position_table``: see :meth:`DinoV2ViT.embed` (None: made from the learned table).
+
+        Normalisation and resize run in the image's dtype; the ViT in its weights' dtype (bf16
+        weights need no autocast)."""
+        vit_input = self.vit_input(image).to(self.pretrained.patch_embed.proj.weight.dtype)
+        return self.pretrained.patch_tokens(vit_input, position_table)
 
 
 def load_da2_semantic_encoder(
