@@ -5,6 +5,7 @@ import argparse
 
 from ppd_ros.constants import INFERENCE_AREA
 from ppd_ros.model_specs import IMAGE_MODEL_NAMES
+from ppd_ros.parameters import BACKEND_NAMES, PRECISIONS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = "ppd-da2",
@@ -21,6 +22,28 @@ def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = "
                         help=f"inference pixels (aspect kept); default: the model's own ({INFERENCE_AREA} for the "
                              "PPD models)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (reproducible output)")
+    add_backend_arguments(parser)
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend and its speed options (the node's parameters of the same names)."""
+    parser.add_argument("--backend", default=None, choices=BACKEND_NAMES,
+                        help="torch (default) or onnxruntime (after `ppd export-onnx`)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="torch: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, bf16-autocast")
+    parser.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the networks")
+    parser.add_argument("--cuda-graphs", action="store_const", const=True, default=None,
+                        help="torch on CUDA: replay one CUDA graph per input size")
+    parser.add_argument("--onnx-providers", default=None, type=lambda text: tuple(text.split(",")),
+                        help="onnxruntime: providers in order, e.g. tensorrt,cuda,cpu (the default)")
+    parser.add_argument("--onnx-dir", default=None, help="onnxruntime: folder of `ppd export-onnx`")
+
+
+def backend_flags(args: argparse.Namespace) -> dict:
+    """The backend flags the user gave, as node parameter values."""
+    names = {"backend": "backend", "precision": "precision", "compile": "compile", "cuda_graphs": "cuda_graphs",
+             "onnx_providers": "onnx_providers", "onnx_dir": "onnx_dir"}
+    return {parameter: getattr(args, name) for name, parameter in names.items() if getattr(args, name) is not None}
 
 
 def _model_argument(names: tuple[str, ...]):
@@ -40,6 +63,8 @@ def backend_from_args(args: argparse.Namespace):
     from ppd_ros.backends import BackendOptions, create_backend
     from ppd_ros.model_specs import model_spec
 
+    flags = backend_flags(args)
     options = BackendOptions(device=args.device, steps=args.steps, target_area=args.target_area, seed=args.seed,
-                             weights_dir=args.weights_dir)
-    return create_backend(model_spec(args.model), options)
+                             weights_dir=args.weights_dir,
+                             **{k: v for k, v in flags.items() if k != "backend"})
+    return create_backend(model_spec(args.model), options, backend=flags.get("backend", "torch"))

@@ -19,7 +19,11 @@ from ppd_ros.model_specs import IMAGE_MODEL_NAMES, METRIC_MODEL_NAMES, VIDEO_MOD
 MAX_VIDEO_STRIDE = 13
 RELIABILITY_CHOICES = ("reliable", "best_effort")
 METRIC_SOURCES = ("none", "fixed", "moge2", "sparse")
-BACKEND_CHOICES = ("torch",)
+BACKEND_NAMES = ("torch", "onnxruntime")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-autocast")
+PREPROCESS_MODES = ("auto", "cv2", "device")
+SDPA_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+DEFAULT_ONNX_PROVIDERS = ("tensorrt", "cuda", "cpu")
 
 # log(depth + 1) = depth_scale * relative + depth_shift. These defaults map the model's
 # relative range [-0.5, 0.5] (its 2% / 98% quantiles in training) to 0.5 m .. 10 m.
@@ -63,7 +67,7 @@ class ParamSpec:
     @property
     def type_name(self) -> str:
         if isinstance(self.default, list):
-            return "string[]" if self.name == "cameras" else "double[]"
+            return "string[]" if all(isinstance(v, str) for v in self.default) else "double[]"
         return {bool: "bool", int: "int", float: "double", str: "string"}[type(self.default)]
 
     @property
@@ -86,7 +90,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        "encoder come from the JSON). ppd-da2 and ppd-moge2 need the official weights (`ppd fetch-weights "
        "NAME`); ppd-demo ships with the package (synthetic scenes only, not for real cameras); tiny-random is a "
        "small random network for tests whose depth is meaningless.", "model"),
-    _p("backend", "torch", "What runs the networks: torch (CPU or CUDA).", "model", choices=BACKEND_CHOICES),
+    _p("backend", "torch", "What runs the networks: torch (CPU or CUDA) or onnxruntime (image models exported "
+       "with `ppd export-onnx`; providers from onnx_providers).", "model", choices=BACKEND_NAMES),
+    _p("precision", "auto", "torch backend: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 (bf16 weights and "
+       "activations, latent and Euler update in fp32) or bf16-autocast (fp32 weights under bf16 autocast, as the "
+       "official code).", "model", choices=PRECISIONS),
+    _p("compile", False, "torch backend: torch.compile the networks (each new input size compiles once, the "
+       "first frame of a size is slow).", "model"),
+    _p("cuda_graphs", False, "torch backend on CUDA, image models: capture the encoder and the sampler as one CUDA "
+       "graph per input size (the first frame of a size pays, later frames replay).", "model"),
+    _p("onnx_providers", list(DEFAULT_ONNX_PROVIDERS), "onnxruntime backend: execution providers in order of "
+       "preference (tensorrt, cuda, cpu or full ONNX Runtime names); providers this onnxruntime lacks are skipped "
+       "with one warning.", "model"),
+    _p("onnx_dir", "", "onnxruntime backend: folder written by `ppd export-onnx`; empty = <weights_dir>/onnx/<model>.",
+       "model"),
     _p("weights_dir", "", "Directory of the official weight files; empty = $PPD_WEIGHTS_DIR, else "
        "~/.cache/ppd_ros/weights.", "model"),
     _p("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N.", "model"),
@@ -231,6 +248,11 @@ class DepthConfig:
 
     model: str
     backend: str
+    precision: str
+    compile: bool
+    cuda_graphs: bool
+    onnx_providers: tuple[str, ...]
+    onnx_dir: str
     weights_dir: str
     device: str
     steps: int
@@ -323,7 +345,7 @@ def coerce_value(spec: ParamSpec, value):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         return None
     items = list(value)
-    if spec.name == "cameras":
+    if spec.type_name == "string[]":
         return items if all(isinstance(v, str) for v in items) else None
     if any(isinstance(v, (bool, str)) or not isinstance(v, (int, float)) for v in items):
         return None
@@ -406,7 +428,8 @@ def validate(values: dict) -> DepthConfig:
         raise ParameterError(problems)
     coerced.update(metric_lidar_translation=tuple(coerced["metric_lidar_translation"]),
                    metric_lidar_rotation_xyzw=tuple(coerced["metric_lidar_rotation_xyzw"]),
-                   cameras=tuple(name.strip("/") for name in coerced["cameras"]))
+                   cameras=tuple(name.strip("/") for name in coerced["cameras"]),
+                   onnx_providers=tuple(coerced["onnx_providers"]))
     return DepthConfig(**{field.name: coerced[field.name] for field in fields(DepthConfig)})
 
 

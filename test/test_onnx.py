@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -157,3 +158,26 @@ def test_provider_options_follow_the_documented_keys(tmp_path):
                    "trt_engine_cache_path": str(tmp_path)}
     assert provider_options("CUDAExecutionProvider", 0, tmp_path) == {"device_id": 0}
     assert provider_options("CPUExecutionProvider", 0, tmp_path) == {}
+
+
+def test_tools_and_node_configuration_select_the_onnx_backend(tmp_path):
+    """ppd infer flags and the node's parameters (eval-bag, the node) pick the exported model."""
+    from ppd_ros.backends import backend_for
+    from ppd_ros.parameters import config_with
+
+    assert cli.main(["export-onnx", "--model", "tiny-random", "--output", str(tmp_path)]) == 0
+    area, rng = 96 * 64, np.random.default_rng(2)
+    reference = create_backend(model_spec("tiny-random"), BackendOptions(device="cpu", steps=3, target_area=area,
+                                                                         seed=5))
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), rng.integers(0, 256, (60, 90, 3), dtype=np.uint8))
+    assert cli.main(["infer", str(image), "--model", "tiny-random", "--target-area", str(area), "--steps", "3",
+                     "--seed", "5", "--device", "cpu", "--backend", "onnxruntime", "--onnx-providers", "cpu",
+                     "--onnx-dir", str(tmp_path), "--output", str(tmp_path / "out"), "--output-size", "inference"]) == 0
+    written = np.load(tmp_path / "out" / "frame_depth_tiny-random.npy")
+    rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+    np.testing.assert_allclose(written, reference.push(rgb, None)[0].relative.numpy(), atol=DIT_ATOL, rtol=0)
+    config = config_with({"model": "tiny-random", "backend": "onnxruntime", "onnx_providers": ["cpu"],
+                          "onnx_dir": str(tmp_path), "device": "cpu"})
+    backend = backend_for(config)
+    assert type(backend).__name__ == "OnnxImageBackend" and backend.providers == ["CPUExecutionProvider"]

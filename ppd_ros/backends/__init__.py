@@ -4,9 +4,8 @@ fast path) and onnxruntime (image models exported by ``ppd export-onnx``); the f
 from __future__ import annotations
 
 from ppd_ros.backends.base import BackendOptions, DepthBackend, DepthOutput
-from ppd_ros.model_specs import ModelSpec
-
-BACKEND_NAMES = ("torch", "onnxruntime")
+from ppd_ros.model_specs import ModelSpec, model_spec
+from ppd_ros.parameters import BACKEND_NAMES, DepthConfig
 
 
 def create_backend(spec: ModelSpec, options: BackendOptions = BackendOptions(), backend: str = "torch"
@@ -26,4 +25,14 @@ def create_backend(spec: ModelSpec, options: BackendOptions = BackendOptions(), 
     raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKEND_NAMES)}")
 
 
-__all__ = ["BACKEND_NAMES", "BackendOptions", "DepthBackend", "DepthOutput", "create_backend"]
+def backend_for(config: DepthConfig) -> DepthBackend:
+    """The backend a node configuration asks for (the node, ``ppd eval-bag`` and the benches)."""
+    options = BackendOptions(device=config.device, steps=config.steps, target_area=config.target_area or None,
+                             seed=config.seed, weights_dir=config.weights_dir or None,
+                             video_stride=config.video_stride, video_channel_order=config.video_channel_order,
+                             precision=config.precision, compile=config.compile, cuda_graphs=config.cuda_graphs,
+                             onnx_providers=config.onnx_providers, onnx_dir=config.onnx_dir or None)
+    return create_backend(model_spec(config.model_name), options, backend=config.backend)
+
+
+__all__ = ["BACKEND_NAMES", "BackendOptions", "DepthBackend", "DepthOutput", "backend_for", "create_backend"]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ppd_ros.model_specs import ModelSpec
+from ppd_ros.parameters import DEFAULT_ONNX_PROVIDERS, PRECISIONS, PREPROCESS_MODES, SDPA_BACKENDS  # noqa: F401
 
 
 @dataclass
@@ -42,10 +43,6 @@ class DepthOutput:
         return int(self.relative.shape[0]), int(self.relative.shape[1])
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-autocast")
-PREPROCESS_MODES = ("auto", "cv2", "device")
-SDPA_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
-DEFAULT_ONNX_PROVIDERS = ("tensorrt", "cuda", "cpu")
 
 
 @dataclass(frozen=True)

@@ -81,12 +81,15 @@ def node_config(args: argparse.Namespace):
     """The node configuration this run evaluates: defaults < --params-file < flags < -p."""
     import yaml
 
+    from ppd_ros.arguments import backend_flags
+
     values = default_values()
     if args.params_file:
         values.update(read_params_file(args.params_file))
     flags = {"mode": args.mode, "video_stride": args.video_stride, "steps": args.steps, "device": args.device,
              "seed": args.seed, "target_area": args.target_area, "weights_dir": args.weights_dir}
     values.update({name: value for name, value in flags.items() if value is not None})
+    values.update(backend_flags(args))
     if args.model is not None:
         values["video_model" if args.model in _video_models() else "model"] = args.model
         if args.model in _video_models() and args.mode is None:
@@ -269,8 +272,7 @@ def decode_reference(message, stamp: int):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ppd_ros.backends import BackendOptions, create_backend
-    from ppd_ros.model_specs import model_spec
+    from ppd_ros.backends import backend_for
     from ppd_ros.pipeline import CLOUD, FrameInput, FrameProcessor, FrameRejected, StampedBuffer
 
     bag = Path(args.bag)
@@ -289,10 +291,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluation = Evaluation(args, config, out_dir)  # refuses an existing output bag unless --overwrite
 
-    options = BackendOptions(device=config.device, steps=config.steps, target_area=config.target_area or None,
-                             seed=config.seed, weights_dir=config.weights_dir or None,
-                             video_stride=config.video_stride, video_channel_order=config.video_channel_order)
-    backend = create_backend(model_spec(config.model_name), options, backend=config.backend)
+    backend = backend_for(config)
     processor = FrameProcessor(backend, config)
     wanted_outputs = () if args.no_points else (CLOUD,)
     log = ReadLog(str(bag))

@@ -596,13 +596,9 @@ def _stamp_ns(header) -> int:
 
 
 def _create_backend(config: DepthConfig):
-    from ppd_ros.backends import BackendOptions, create_backend
-    from ppd_ros.model_specs import model_spec
+    from ppd_ros.backends import backend_for
 
-    options = BackendOptions(device=config.device, steps=config.steps, target_area=config.target_area or None,
-                             seed=config.seed, weights_dir=config.weights_dir or None,
-                             video_stride=config.video_stride, video_channel_order=config.video_channel_order)
-    return create_backend(model_spec(config.model_name), options, backend=config.backend)
+    return backend_for(config)
 
 
 def main(args=None) -> int:
