@@ -141,12 +141,14 @@ class ConvStack(nn.Module):
             for d_in, d in zip(dims_in, dim_res_blocks)
         )
         self.resamplers = nn.ModuleList(
-            Resampler(d_prev, d_next, kind) for d_prev, d_next, kind in zip(dim_res_blocks[:-1], dim_res_blocks[1:], kinds)
+            Resampler(d_prev, d_next, kind)
+            for d_prev, d_next, kind in zip(dim_res_blocks[:-1], dim_res_blocks[1:], kinds)
         )
         self.res_blocks = nn.ModuleList(
             nn.Sequential(
                 *(
-                    ResidualConvBlock(d, dim_times_res_block_hidden * d, activation, res_block_in_norm, res_block_hidden_norm)
+                    ResidualConvBlock(d, dim_times_res_block_hidden * d, activation, res_block_in_norm,
+                                      res_block_hidden_norm)
                     for _ in range(count)
                 )
             )
@@ -214,7 +216,8 @@ class MoGe2Encoder(nn.Module):
 
     def forward(self, image: torch.Tensor, rows: int, cols: int) -> EncodedImage:
         patch = self.backbone.patch_size
-        resized = F.interpolate(image, (rows * patch, cols * patch), mode="bilinear", align_corners=False, antialias=True)
+        resized = F.interpolate(image, (rows * patch, cols * patch), mode="bilinear", align_corners=False,
+                                antialias=True)
         resized = (resized - self.image_mean) / self.image_std
         layer_outputs = self.backbone.intermediate_layers(resized, self.intermediate_layers)
         projected = [
@@ -434,7 +437,8 @@ def read_moge2_checkpoint(path: str | Path) -> dict[str, Any]:
 def _check_checkpoint_dict(checkpoint: Any, source: str) -> None:
     if not isinstance(checkpoint, Mapping) or "model_config" not in checkpoint or "model" not in checkpoint:
         found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise CheckpointError(f"{source}: expected a MoGe checkpoint dict with 'model_config' and 'model', found {found}")
+        raise CheckpointError(f"{source}: expected a MoGe checkpoint dict with 'model_config' and 'model', "
+                              f"found {found}")
 
 
 def load_moge2(

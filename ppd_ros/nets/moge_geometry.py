@@ -36,7 +36,8 @@ def normalized_view_plane_uv(
     span_y = 1 / (1 + aspect_ratio**2) ** 0.5
     # linspace (not arange) so the values equal MoGe's bit for bit.
     u = torch.linspace(-span_x * (width - 1) / width, span_x * (width - 1) / width, width, dtype=dtype, device=device)
-    v = torch.linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height, dtype=dtype, device=device)
+    v = torch.linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height, dtype=dtype,
+                       device=device)
     v_grid, u_grid = torch.meshgrid(v, u, indexing="ij")
     return torch.stack([u_grid, v_grid], dim=-1)
 

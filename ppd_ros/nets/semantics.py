@@ -85,7 +85,8 @@ def load_da2_semantic_encoder(
     name = str(source) if isinstance(source, (str, Path)) else "DA2 state dict"
     stray = sorted(k for k in state if not k.startswith(("pretrained.", "depth_head.")))
     if stray:
-        raise CheckpointError(f"{name}: {len(stray)} unexpected keys outside pretrained.*/depth_head.*: " + ", ".join(stray))
+        raise CheckpointError(f"{name}: {len(stray)} unexpected keys outside pretrained.*/depth_head.*: "
+                              + ", ".join(stray))
     vit_state = {"pretrained." + k: v for k, v in select_prefix(state, "pretrained.").items()}
 
     # Build without allocating or initialising twice: meta skeleton, then uninitialised storage
