@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ppd_ros.metric.sparse import DEPTH_ENCODINGS, depth_image_to_metres
 
 
 class ConversionError(ValueError):
@@ -390,9 +389,35 @@ def compressed_to_rgb8(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 # Depth
 # ----------------------------------------------------------------------------------------------
 
+DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")
+
+
+def depth_image_to_metres(data, encoding: str) -> np.ndarray:
+    """A depth image as float32 metres, NaN where invalid.
+
+    ``32FC1``: metres, 0 / NaN / inf / negative are invalid. ``16UC1`` (or ``mono16``): millimetres,
+    0 is invalid (REP 118).
+    """
+    array = np.asarray(data.detach().cpu() if hasattr(data, "detach") else data)
+    if array.ndim != 2:
+        raise ValueError(f"depth image must be 2-D, got shape {array.shape}")
+    if encoding == "32FC1":
+        depth = array.astype(np.float32, copy=True)
+        with np.errstate(invalid="ignore"):
+            depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+        return depth
+    if encoding in ("16UC1", "mono16"):
+        if array.dtype != np.uint16:
+            raise ValueError(f"{encoding} depth must be uint16 millimetres, got {array.dtype}")
+        depth = array.astype(np.float32) / 1000.0
+        depth[array == 0] = np.nan
+        return depth
+    raise ValueError(f"unsupported depth encoding {encoding!r}; expected one of {DEPTH_ENCODINGS}")
+
+
 def depth_image_msg_to_metres(msg) -> np.ndarray:
     """A depth sensor_msgs/Image (32FC1 metres, 16UC1/mono16 millimetres) as float32 metres,
-    NaN where invalid (see :func:`ppd_ros.metric.sparse.depth_image_to_metres`)."""
+    NaN where invalid (see :func:`depth_image_to_metres`)."""
     encoding = canonical_encoding(msg.encoding)
     if encoding not in DEPTH_ENCODINGS:
         raise ConversionError(

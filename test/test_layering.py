@@ -16,7 +16,7 @@ LAYERS = [
     {"geometry", "metric", "preprocess", "colormap", "video", "msg_decode", "synthetic"},
     {"backends"},
     {"pipeline"},
-    {"evaluation", "training", "bench", "arguments", "temporal_metrics"},
+    {"evaluation", "training", "bench", "arguments"},
     {"ros", "cli", "msg"},  # msg: the interfaces colcon generates from msg/
 ]
 

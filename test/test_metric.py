@@ -14,10 +14,11 @@ from scipy.spatial.transform import Rotation
 
 from ppd_ros.bench.metric import (FIXED_NOISE_FILTER, measure_accuracy, measure_drift, measure_stability, pinhole_K,
                                   ppd_normalised, synthetic_depth)
-from ppd_ros.metric import (FitStatus, LidarProjector, RobustFitConfig, ScaleShiftFilter,
-                            StableAlignment, TemporalFilterConfig, depth_image_points, relative_to_metres,
-                            depth_image_to_metres, fit_log_depth, fixed_fit, least_squares_scale_shift,
-                            quaternion_to_matrix, resample_nearest)
+from ppd_ros.geometry.resize import resize_nearest
+from ppd_ros.metric import (FitStatus, LidarProjector, RobustFitConfig, ScaleShiftFilter, StableAlignment,
+                            TemporalFilterConfig, depth_image_points, fit_log_depth, fixed_fit,
+                            least_squares_scale_shift, quaternion_to_matrix, relative_to_metres)
+from ppd_ros.msg_decode import depth_image_to_metres
 from ppd_ros.metric.alignment import valid_log_pairs
 from ppd_ros.pipeline.metric_depth import MetricDepth, depth_image_reference
 
@@ -176,14 +177,6 @@ def test_depth_image_to_metres():
         depth_image_to_metres(f, "16UC1")
 
 
-def test_resample_nearest():
-    image = np.arange(12, dtype=np.float32).reshape(3, 4)
-    up = resample_nearest(image, 6, 8)
-    np.testing.assert_array_equal(up, np.repeat(np.repeat(image, 2, 0), 2, 1))
-    big = np.arange(64, dtype=np.float32).reshape(8, 8)
-    down = resample_nearest(big, 4, 4)
-    np.testing.assert_array_equal(down, big[1::2, 1::2])  # centres of 2x2 blocks land on the odd pixel
-
 
 def test_depth_image_points_keep_every_valid_pixel_pixel_centre_aligned():
     image = np.full((4, 6), np.nan, np.float32)
@@ -221,7 +214,7 @@ def test_sparse_depth_image_fits_the_same_at_every_grid_size():
     reference.reshape(-1)[pixels] = noisy
     scales = []
     for height, width in ((64, 96), (96, 128), (240, 320), (480, 640)):
-        grid_depth = resample_nearest(exact, height, width)
+        grid_depth = resize_nearest(exact, height, width)
         relative = torch.from_numpy(gain * ((np.log1p(grid_depth) - lo) / (hi - lo) - 0.5) + offset)
         result = MetricDepth("sparse", 2.0, 1.5).map(relative, 0.0, "cam", depth_image_reference(reference, height,
                                                                                                   width))
@@ -230,7 +223,7 @@ def test_sparse_depth_image_fits_the_same_at_every_grid_size():
     np.testing.assert_allclose(scales, (hi - lo) / gain, rtol=0.04)
     assert max(scales) / min(scales) < 1.04
     # what the node did before: resampled to the 96x64 grid, too few pixels are left to fit
-    assert np.isfinite(resample_nearest(reference, 64, 96)).sum() < RobustFitConfig().min_points
+    assert np.isfinite(resize_nearest(reference, 64, 96)).sum() < RobustFitConfig().min_points
 
 
 def test_quaternion_in_ros_order():
@@ -400,7 +393,7 @@ def test_frame_processor_records_every_reference_pixel_age_and_staleness_and_tak
     assert before.record.fit_status == "no_reference" and not before.record.is_metric
     assert math.isnan(before.record.scale_age) and before.record.scale_age_frames == 1
     # a 4x finer registered reference with 300 valid pixels that this relative depth fits exactly
-    fine = resample_nearest(before.relative, 4 * 48, 4 * 64)
+    fine = resize_nearest(before.relative, 4 * 48, 4 * 64)
     reference = np.full(fine.shape, np.nan, np.float32)
     pixels = np.random.default_rng(1).choice(fine.size, 300, replace=False)
     reference.reshape(-1)[pixels] = np.expm1(0.8 * fine.reshape(-1)[pixels] + 3.0)

@@ -174,9 +174,9 @@ def expected_first_frame(relative: np.ndarray, reference_grid: np.ndarray) -> np
 
 
 def exact_on_grid(depth: np.ndarray) -> np.ndarray:
-    from ppd_ros.metric import resample_nearest
+    from ppd_ros.geometry.resize import resize_nearest
 
-    return resample_nearest(depth, H_INF, W_INF).astype(np.float64)
+    return resize_nearest(depth, H_INF, W_INF).astype(np.float64)
 
 
 def abs_rel(depth: np.ndarray, exact: np.ndarray) -> float:

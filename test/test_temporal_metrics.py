@@ -8,8 +8,8 @@ import pytest
 
 from ppd_ros.geometry.camera import CameraModel
 from ppd_ros.synthetic import Scene, camera_trajectory, default_camera, render
-from ppd_ros.temporal_metrics import (
-    align_log_depth,
+from ppd_ros.evaluation.temporal import (
+    align_sequence,
     gt_correspondence,
     temporal_metrics,
     temporal_metrics_of_relative,
@@ -108,10 +108,10 @@ def test_occluded_pixels_are_left_out():
 def test_sequence_alignment_is_one_log_space_fit():
     gt = np.random.default_rng(2).uniform(1.0, 5.0, (3, 4, 5))
     relative = 0.5 * np.log1p(gt) - 0.2  # an exact affine map of log(1 + GT)
-    np.testing.assert_allclose(align_log_depth(relative, gt), gt, rtol=1e-4)
+    np.testing.assert_allclose(align_sequence(relative, gt), gt, rtol=1e-4)
     relative[1] *= 2  # one frame off-scale: a single fit cannot absorb it, a per-frame fit can
-    assert not np.allclose(align_log_depth(relative, gt), gt, rtol=1e-2)
-    np.testing.assert_allclose(align_log_depth(relative, gt, per_frame=True), gt, rtol=1e-3)
+    assert not np.allclose(align_sequence(relative, gt), gt, rtol=1e-2)
+    np.testing.assert_allclose(align_sequence(relative, gt, per_frame=True), gt, rtol=1e-3)
 
 
 # --- bench plumbing --------------------------------------------------------------------------

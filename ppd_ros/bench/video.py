@@ -4,7 +4,7 @@ Renders a synthetic camera-motion sequence with exact depth and poses (a few fra
 camera first, then a handheld sweep), runs it through the image engine frame by frame (the
 baseline of this run) and through the video stream at each requested stride, aligns every
 result to GT with one log-space fit per sequence and prints TAE, flicker and AbsRel
-(:mod:`ppd_ros.temporal_metrics`), the latency of each frame in frames and seconds, and the
+(:mod:`ppd_ros.evaluation.temporal`), the latency of each frame in frames and seconds, and the
 throughput (frames/s, seconds per window), with ratios against image mode.
 """
 from __future__ import annotations
@@ -63,9 +63,9 @@ def _backend(args, model: str, **options):
 def _quality(relative, gt, poses, camera) -> dict:
     import numpy as np
 
-    from ppd_ros.temporal_metrics import align_log_depth, temporal_metrics
+    from ppd_ros.evaluation.temporal import align_sequence, temporal_metrics
 
-    aligned = align_log_depth(relative, gt)
+    aligned = align_sequence(relative, gt)
     metrics = temporal_metrics(aligned, gt, poses, camera)
     valid = np.isfinite(gt) & (gt > 0)
     absrel = float(np.mean(np.abs(aligned[valid] - gt[valid]) / gt[valid]))
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                   (f"reference: exact, scale +-{JITTER:.0%}/frame", np.log1p(gt * scales[:, None, None]))]
 
     print("metrics: one log-space scale/shift per sequence; TAE and flicker over consecutive pairs "
-          "(ppd_ros.temporal_metrics); ratios are against image mode (x img)")
+          "(ppd_ros.evaluation.temporal); ratios are against image mode (x img)")
     header = (f"{'mode':<34} {'size':>8} {'TAE':>8} {'x img':>6} {'flicker':>8} {'x img':>6} {'AbsRel':>7} "
               f"{'lat fr mean/max':>15} {'lat s mean/max':>15} {'windows':>7} {'s/window':>9} "
               f"{'frames/s':>9} {'x img':>6}")

@@ -11,32 +11,6 @@ import numpy as np
 
 from ppd_ros.metric.alignment import ReferencePoints, to_numpy
 
-DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")
-
-
-def depth_image_to_metres(data, encoding: str) -> np.ndarray:
-    """A depth image as float32 metres, NaN where invalid.
-
-    ``32FC1``: metres, 0 / NaN / inf / negative are invalid. ``16UC1`` (or ``mono16``): millimetres,
-    0 is invalid (REP 118).
-    """
-    array = to_numpy(data)
-    if array.ndim != 2:
-        raise ValueError(f"depth image must be 2-D, got shape {array.shape}")
-    if encoding == "32FC1":
-        depth = array.astype(np.float32, copy=True)
-        with np.errstate(invalid="ignore"):
-            depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-        return depth
-    if encoding in ("16UC1", "mono16"):
-        if array.dtype != np.uint16:
-            raise ValueError(f"{encoding} depth must be uint16 millimetres, got {array.dtype}")
-        depth = array.astype(np.float32) / 1000.0
-        depth[array == 0] = np.nan
-        return depth
-    raise ValueError(f"unsupported depth encoding {encoding!r}; expected one of {DEPTH_ENCODINGS}")
-
-
 def depth_image_points(depth_metres, height: int, width: int) -> ReferencePoints:
     """Every valid pixel (finite, > 0) of a registered depth image of any resolution as a sample on
     the (height, width) prediction grid: reference pixel (u, v) of an (H, W) image has its centre at
@@ -51,16 +25,6 @@ def depth_image_points(depth_metres, height: int, width: int) -> ReferencePoints
     rows = np.minimum(((v + 0.5) * height / h).astype(np.int64), height - 1)
     cols = np.minimum(((u + 0.5) * width / w).astype(np.int64), width - 1)
     return ReferencePoints(rows, cols, depth[v, u].astype(np.float32), (int(height), int(width)))
-
-
-def resample_nearest(depth, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resample of an (h, w) image to (height, width), pixel centres aligned
-    (source index floor((i + 0.5) * h / height)). No smoothing, so invalid pixels stay NaN."""
-    array = to_numpy(depth)
-    h, w = array.shape[:2]
-    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
-    return array[rows[:, None], cols[None, :]]
 
 
 def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:

@@ -452,7 +452,7 @@ class DepthNode(LifecycleNode):
         return FrameInput(rgb, stamp, model, reference, tag=item, decode_seconds=decode_seconds)
 
     def _reference(self, session: Session, camera: Camera, stamp: int) -> MetricReference | None:
-        from ppd_ros.metric import depth_image_to_metres
+        from ppd_ros.msg_decode import depth_image_to_metres
         from ppd_ros.ros.conversions import ConversionError, image_to_numpy, pointcloud2_to_structured
 
         config = session.config

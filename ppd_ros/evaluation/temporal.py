@@ -1,7 +1,7 @@
 """Temporal consistency of depth sequences against exact depth and camera poses.
 
 Inputs: predicted depth in metres (T, H, W) (relative predictions are aligned first by
-:func:`align_log_depth`), ground-truth depth (T, H, W) (NaN / <= 0 = none), camera-to-world
+:func:`align_sequence`), ground-truth depth (T, H, W) (NaN / <= 0 = none), camera-to-world
 poses (T, 4, 4) in the optical frame and the :class:`~ppd_ros.geometry.camera.CameraModel`.
 
 Correspondence of a consecutive pair (i, j = i + 1), from ground truth only: pixel p of frame i
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ppd_ros.geometry.camera import CameraModel
-from ppd_ros.metric.alignment import relative_to_metres, least_squares_scale_shift
+from ppd_ros.evaluation.metrics import align_log_depth, gt_valid_mask
 
 MIN_DEPTH = 1e-3  # metres; floor for aligned predictions
 DEFAULT_OCCLUSION_TOLERANCE = 0.01
@@ -43,28 +43,22 @@ DEFAULT_STATIC_TOLERANCE = 0.01
 # Alignment of relative predictions
 # ---------------------------------------------------------------------------------------------
 
-def align_log_depth(relative: np.ndarray, gt_depth: np.ndarray, per_frame: bool = False) -> np.ndarray:
-    """Metric depth (T, H, W) from relative log-depth by the log-space fit of the metric module.
+def align_sequence(relative: np.ndarray, gt_depth: np.ndarray, per_frame: bool = False) -> np.ndarray:
+    """Metric depth (T, H, W) from relative log-depth by the evaluation's log-space fit
+    (:func:`ppd_ros.evaluation.metrics.align_log_depth`, over every pixel with GT).
 
-    Fits ``log(G + 1) = scale * relative + shift`` (plain least squares over every pixel with GT)
-    ONCE for the whole sequence (default) and applies ``exp(scale * relative + shift) - 1``. One
-    fit per sequence is what makes TAE and flicker see a scale that drifts from frame to frame;
-    ``per_frame=True`` fits each frame on its own (removes per-frame scale changes).
+    ONE fit for the whole sequence (default): that is what makes TAE and flicker see a scale that
+    drifts from frame to frame; ``per_frame=True`` fits each frame on its own (removes per-frame
+    scale changes).
     """
     relative = np.asarray(relative, dtype=np.float32)
     gt = np.asarray(gt_depth, dtype=np.float64)
     if relative.shape != gt.shape or relative.ndim != 3:
         raise ValueError(f"relative {relative.shape} and GT {gt.shape} must both be (T, H, W)")
-    valid = np.isfinite(gt) & (gt > 0) & np.isfinite(relative)
-    target = np.log1p(np.where(valid, gt, 0.0)).astype(np.float32)
+    valid = gt_valid_mask(gt)
     if not per_frame:
-        scale, shift = least_squares_scale_shift(relative, target, valid)
-        return relative_to_metres(relative, scale, shift)
-    out = np.empty_like(relative)
-    for i in range(len(relative)):
-        scale, shift = least_squares_scale_shift(relative[i], target[i], valid[i])
-        out[i] = relative_to_metres(relative[i], scale, shift)
-    return out
+        return align_log_depth(relative, gt, valid)[0]
+    return np.stack([align_log_depth(relative[i], gt[i], valid[i])[0] for i in range(len(relative))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,13 +214,13 @@ def temporal_metrics(pred_depth: np.ndarray, gt_depth: np.ndarray, poses: np.nda
 def temporal_metrics_of_relative(relative: np.ndarray, gt_depth: np.ndarray, poses: np.ndarray,
                                  camera: CameraModel, per_frame_alignment: bool = False,
                                  **tolerances: float) -> TemporalMetrics:
-    """:func:`temporal_metrics` of relative log-depth after :func:`align_log_depth`."""
-    aligned = align_log_depth(relative, gt_depth, per_frame=per_frame_alignment)
+    """:func:`temporal_metrics` of relative log-depth after :func:`align_sequence`."""
+    aligned = align_sequence(relative, gt_depth, per_frame=per_frame_alignment)
     return temporal_metrics(aligned, gt_depth, poses, camera, **tolerances)
 
 
 __all__ = [
-    "MIN_DEPTH", "PairCorrespondence", "TemporalMetrics", "align_log_depth", "gt_correspondence",
+    "MIN_DEPTH", "PairCorrespondence", "TemporalMetrics", "align_sequence", "gt_correspondence",
     "pair_flicker", "pair_tae", "relative_motion", "sample_inverse_bilinear", "temporal_metrics",
     "temporal_metrics_of_relative",
 ]
