@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ppd_ros.ros.depth_node import Mailbox, QueuedFrame, StreamReset  # noqa: E402
+from ppd_ros.ros.node_state import Mailbox, QueuedFrame, StreamReset  # noqa: E402
 from ppd_ros.ros.diagnostics import NodeStats  # noqa: E402
 
 
