@@ -53,3 +53,21 @@ def test_bench_model_tiny_prints_ratios_stages_and_parity(capsys):
     assert stages == ["decode", "preprocess", "encoder", "step1", "step2", "step3", "step4", "geometry", "packing"]
     assert "fast: attention kernels: cpu-flash x18" in out
     assert "fast+graphs: skipped (needs CUDA)" in out
+
+
+def test_prepared_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
+    """bench/gpu_check.sh --cpu-smoke: the script the GPU machine runs must not fail on a typo."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(["bash", str(repo / "bench" / "gpu_check.sh"), "--cpu-smoke", "--json",
+                             str(tmp_path / "gpu.json")], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="2"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "ppd_ros GPU check" in result.stdout and "FAIL" not in result.stdout
+    rows = json.loads((tmp_path / "gpu.json").read_text())
+    assert rows and any("image" in json.dumps(row) for row in rows)
