@@ -81,7 +81,8 @@ class GroundTruthSurface:
         """Bool (N,): True where a point (N, 3) is farther than the tolerance from every GT point."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         tolerance = np.maximum(tolerance_abs, tolerance_rel * np.abs(points[:, 2]))
-        distance, _ = self.tree.query(points, k=1, distance_upper_bound=float(tolerance.max(initial=0.0)) * 1.001, workers=-1)
+        bound = float(tolerance.max(initial=0.0)) * 1.001
+        distance, _ = self.tree.query(points, k=1, distance_upper_bound=bound, workers=-1)
         return distance > tolerance
 
 
@@ -131,6 +132,6 @@ def blur_like_regression(scene, camera: CameraModel, pose, factor: int = 4):
     small = camera.scaled_to(max(camera.width // factor, 1), max(camera.height // factor, 1))
     _, small_depth = render(scene, small, pose)
     blurred = torch.nn.functional.interpolate(
-        torch.from_numpy(small_depth)[None, None], size=(camera.height, camera.width), mode="bilinear", align_corners=False
-    )[0, 0]
+        torch.from_numpy(small_depth)[None, None], size=(camera.height, camera.width), mode="bilinear",
+        align_corners=False)[0, 0]
     return blurred.numpy(), gt_depth, rgb

@@ -13,7 +13,8 @@ _EPS = 1e-6
 _BACKGROUND = (0.55, 0.7, 0.9)  # seen where a scene without a room has no surface
 
 
-def render(scene: Scene, camera: CameraModel, pose, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+def render(scene: Scene, camera: CameraModel, pose, dtype: torch.dtype = torch.float32
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``scene`` seen by ``camera`` at ``pose`` (4x4 camera-to-world, optical frame).
 
     Returns ``rgb`` (H, W, 3) uint8 and ``depth`` (H, W) float32: metres along the optical axis,
