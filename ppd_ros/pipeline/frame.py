@@ -173,6 +173,10 @@ class FrameProcessor:
         self._waiting[token] = _Waiting(frame, camera, frozenset(wanted))
         return token
 
+    def discard(self, token: int) -> None:
+        """Forget a prepared frame whose model run failed."""
+        self._waiting.pop(token, None)
+
     def submit(self, frame: FrameInput, wanted: Iterable[str] = (CLOUD,)) -> list[FrameResult]:
         """Run one frame; returns the results that are ready now (see the class doc)."""
         token = self.prepare(frame, wanted)
@@ -188,7 +192,7 @@ class FrameProcessor:
         try:
             outputs = self.backend.push(frame.rgb, token, self.stream)
         except Exception:
-            self._waiting.pop(token, None)
+            self.discard(token)
             raise
         return results + [self.finish(output) for output in outputs]
 
@@ -314,7 +318,7 @@ def process_frames(items: list[tuple[FrameProcessor, FrameInput, Iterable[str]]]
             outputs = backend.predict_batch([items[i][1].rgb for i, _ in members], [token for _, token in members])
         except Exception:
             for i, token in members:  # nothing of this batch will finish
-                items[i][0]._waiting.pop(token, None)
+                items[i][0].discard(token)
             raise
         for (i, _), output in zip(members, outputs):
             outcomes[i] = [items[i][0].finish(output)]
