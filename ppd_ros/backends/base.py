@@ -107,3 +107,22 @@ class DepthBackend(Protocol):
 
     def pending(self, stream: Hashable = 0) -> int:
         """Frames pushed to ``stream`` and not yet returned."""
+
+
+class ImageModelStream:
+    """The stream half of the protocol for image models, which answer every frame at once: ``push``
+    is a batch of one, and there is never anything pending to flush or reset."""
+
+    streaming = False
+
+    def push(self, frame: np.ndarray, tag: Any, stream: Hashable = 0) -> list[DepthOutput]:
+        return self.predict_batch([frame], [tag])
+
+    def flush(self, stream: Hashable = 0) -> list[DepthOutput]:
+        return []
+
+    def reset(self, stream: Hashable = 0, reason: str = "requested") -> list[DepthOutput]:
+        return []
+
+    def pending(self, stream: Hashable = 0) -> int:
+        return 0

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from ppd_ros.backends.base import BackendOptions, DepthOutput
+from ppd_ros.backends.base import BackendOptions, DepthOutput, ImageModelStream
 from ppd_ros.backends.onnx_layout import default_onnx_dir, read_metadata
 from ppd_ros.model_specs import ModelSpec
 from ppd_ros.nets.dinov2 import resize_position_table
@@ -93,10 +93,9 @@ class OnnxDiT:
         return torch.from_numpy(self.session.run(["velocity"], feeds)[0])
 
 
-class OnnxImageBackend:
+class OnnxImageBackend(ImageModelStream):
     """PPD image model on ONNX Runtime (see the module docstring)."""
 
-    streaming = False
 
     def __init__(self, spec: ModelSpec, options: BackendOptions = BackendOptions(),
                  model_dir: str | Path | None = None):
@@ -167,15 +166,3 @@ class OnnxImageBackend:
                              noise=noise)[:, 0]
         share = (time.perf_counter() - start) / len(frames)
         return [DepthOutput(tag, depth[i], (height, width), share) for i, tag in enumerate(tags)]
-
-    def push(self, frame: np.ndarray, tag: Any, stream: Hashable = 0) -> list[DepthOutput]:
-        return self.predict_batch([frame], [tag])
-
-    def flush(self, stream: Hashable = 0) -> list[DepthOutput]:
-        return []
-
-    def reset(self, stream: Hashable = 0, reason: str = "requested") -> list[DepthOutput]:
-        return []
-
-    def pending(self, stream: Hashable = 0) -> int:
-        return 0

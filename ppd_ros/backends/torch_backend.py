@@ -14,7 +14,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 import torch
 
-from ppd_ros.backends.base import BackendOptions, DepthOutput
+from ppd_ros.backends.base import BackendOptions, DepthOutput, ImageModelStream
 from ppd_ros.backends.torch_fast import (GraphCache, HostStaging, compiled, resolve_precision, resolve_preprocess,
                                          run_context, sdpa_preference, synchronize)
 from ppd_ros.backends.torch_networks import load_image_networks, load_video_networks
@@ -26,15 +26,13 @@ from ppd_ros.preprocess import inference_size, resize_for_inference, resize_on_d
 from ppd_ros.video import OVERLAP, STRIDE, VideoDepthStream
 
 
-class TorchImageBackend:
+class TorchImageBackend(ImageModelStream):
     """PPD on single frames: resize to the inference area, semantic tokens once, Euler sampling.
 
     Every frame of a batch starts from the same seeded noise, so a frame's depth does not depend
     on what else is in its batch. The networks are moved to the device and cast to the weight
     dtype of ``options.precision`` in place.
     """
-
-    streaming = False
 
     def __init__(self, dit: torch.nn.Module, encoder: torch.nn.Module, spec: ModelSpec,
                  options: BackendOptions = BackendOptions()):
@@ -144,18 +142,6 @@ class TorchImageBackend:
                 output.intrinsics = geometry.intrinsics[i].float()
             outputs.append(output)
         return outputs
-
-    def push(self, frame: np.ndarray, tag: Any, stream: Hashable = 0) -> list[DepthOutput]:
-        return self.predict_batch([frame], [tag])
-
-    def flush(self, stream: Hashable = 0) -> list[DepthOutput]:
-        return []
-
-    def reset(self, stream: Hashable = 0, reason: str = "requested") -> list[DepthOutput]:
-        return []
-
-    def pending(self, stream: Hashable = 0) -> int:
-        return 0
 
 
 @dataclass
