@@ -6,6 +6,7 @@ does. The launch files use :func:`params_file_problem` on their ``params_file`` 
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,15 @@ class ParamsFileLoader(yaml.SafeLoader):
 
 ParamsFileLoader.add_constructor("tag:yaml.org,2002:python/tuple",
                                  lambda loader, node: list(loader.construct_sequence(node)))
+
+
+def ros_args_usable(program: str, argv: list[str]) -> bool:
+    """False, after printing the one-line problem, when :func:`check_ros_args` finds one (a node's
+    entry point calls this before rclpy.init, whose traceback would hide which file is wrong)."""
+    problem = check_ros_args(argv)
+    if problem:
+        print(f"{program}: {problem}", file=sys.stderr)
+    return problem is None
 
 
 def check_ros_args(argv: list[str]) -> str | None:

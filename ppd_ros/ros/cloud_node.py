@@ -149,11 +149,9 @@ def _stamp(msg) -> int:
 
 def main(args=None) -> int:
     """Entry point of ``ppd-cloud-node`` and ``ros2 run ppd_ros cloud_node``."""
-    from ppd_ros.ros.cli_args import check_ros_args
+    from ppd_ros.ros.cli_args import ros_args_usable
 
-    problem = check_ros_args(sys.argv if args is None else args)
-    if problem:  # rclpy would end in a traceback that hides which file
-        print(f"ppd cloud node: {problem}", file=sys.stderr)
+    if not ros_args_usable("ppd cloud node", sys.argv if args is None else args):
         return 1
     rclpy.init(args=args)
     try:

@@ -511,11 +511,9 @@ def _create_backend(config: DepthConfig):
 
 def main(args=None) -> int:
     """Entry point of ``ppd-depth-node`` and ``ros2 run ppd_ros depth_node``."""
-    from ppd_ros.ros.cli_args import check_ros_args
+    from ppd_ros.ros.cli_args import ros_args_usable
 
-    problem = check_ros_args(sys.argv if args is None else args)
-    if problem:  # rclpy would end in a traceback that hides which file
-        print(f"ppd depth node: {problem}", file=sys.stderr)
+    if not ros_args_usable("ppd depth node", sys.argv if args is None else args):
         return 1
     rclpy.init(args=args)
     node = DepthNode()
