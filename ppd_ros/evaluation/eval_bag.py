@@ -197,15 +197,9 @@ class Evaluation:
 
         start = time.perf_counter()
         record = result.record
-        self.out_bag.write(result.input.stamp_ns, result.input.tag, result.depth, result.camera,
-                           result.cloud, dict(
-                               is_metric=record.is_metric, metric_source=record.metric_source,
-                               scale=_f32(record.scale), shift=_f32(record.shift),
-                               fit_residual=_f32(record.fit_residual), fit_status=record.fit_status,
-                               scale_age=_f32(record.scale_age), scale_age_frames=record.scale_age_frames,
-                               metric_stale=record.metric_stale, model=record.model, steps=record.steps,
-                               inference_time=_f32(record.inference_time), latency=0.0, dropped_frames=0,
-                               skipped_frames=0))
+        fields = {name: _f32(value) if isinstance(value, float) else value
+                  for name, value in record.depth_frame_fields().items()}
+        self.out_bag.write(result.input.stamp_ns, result.input.tag, result.depth, result.camera, result.cloud, fields)
         write_s = time.perf_counter() - start
         timings = {f"{stage}_s": result.timings.get(stage, 0.0) for stage in ("decode", "model", "metric", "geometry")}
         timings["decode_s"] += gt.decode_s if gt is not None else 0.0

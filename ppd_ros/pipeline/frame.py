@@ -77,6 +77,14 @@ class FrameRecord:
     inference_time: float
     latency_frames: int
 
+    def depth_frame_fields(self, latency: float = 0.0, dropped: int = 0, skipped: int = 0) -> dict:
+        """The scalar fields of a ``ppd_ros/DepthFrame`` message (msg/DepthFrame.msg) for this frame."""
+        return dict(is_metric=self.is_metric, metric_source=self.metric_source, scale=self.scale, shift=self.shift,
+                    fit_residual=self.fit_residual, fit_status=self.fit_status, scale_age=self.scale_age,
+                    scale_age_frames=self.scale_age_frames, metric_stale=self.metric_stale, model=self.model,
+                    steps=self.steps, inference_time=self.inference_time, latency=float(latency),
+                    dropped_frames=int(dropped), skipped_frames=int(skipped))
+
 
 @dataclass
 class FrameResult:

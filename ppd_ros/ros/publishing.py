@@ -30,25 +30,11 @@ def colored_depth(result: FrameResult, header):
 def depth_frame(depth_frame_type, result: FrameResult, header, depth_msg, info_msg, latency: float,
                 dropped: int, skipped: int):
     """A ``ppd_ros/DepthFrame`` record of the result."""
-    record = result.record
     frame = depth_frame_type()
     frame.header = header
     frame.depth = depth_msg
     if info_msg is not None:
         frame.camera_info = info_msg
-    frame.is_metric = record.is_metric
-    frame.metric_source = record.metric_source
-    frame.scale = record.scale
-    frame.shift = record.shift
-    frame.fit_residual = record.fit_residual
-    frame.fit_status = record.fit_status
-    frame.scale_age = record.scale_age
-    frame.scale_age_frames = record.scale_age_frames
-    frame.metric_stale = record.metric_stale
-    frame.model = record.model
-    frame.steps = record.steps
-    frame.inference_time = record.inference_time
-    frame.latency = float(latency)
-    frame.dropped_frames = int(dropped)
-    frame.skipped_frames = int(skipped)
+    for name, value in result.record.depth_frame_fields(latency, dropped, skipped).items():
+        setattr(frame, name, value)
     return frame
