@@ -41,6 +41,8 @@ import lightning as L
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
+from ppd_ros.constants import MAX_DEPTH_M
+from ppd_ros.geometry.resize import resize_nearest
 from ppd_ros.msg_decode import (
     camera_info_to_model, compressed_depth_to_metres, compressed_to_rgb8, depth_image_msg_to_metres, image_to_rgb8,
     pointcloud2_xyz, stamp_ns,
@@ -189,7 +191,7 @@ def _resize_pair(rgb: np.ndarray, depth: np.ndarray, width: int, height: int) ->
         return rgb, depth
     shrink = width * height < w * h
     rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)  # pixel-centre aligned
+    depth = resize_nearest(depth, height, width)
     return rgb, depth
 
 
@@ -402,8 +404,8 @@ class TartanAirDataset(DepthFrames):
         raw = np.squeeze(np.load(_require(depth_path, name, "depth"))).astype(np.float32)
         with np.errstate(invalid="ignore"):
             sky = raw > TARTANAIR_SKY_M
-            valid = np.isfinite(raw) & (raw > 0.1) & (raw < 80.0)
-        depth = np.clip(np.nan_to_num(raw, nan=80.0, posinf=80.0), 0.1, 80.0)
+            valid = np.isfinite(raw) & (raw > 0.1) & (raw < MAX_DEPTH_M)
+        depth = np.clip(np.nan_to_num(raw, nan=MAX_DEPTH_M, posinf=MAX_DEPTH_M), 0.1, MAX_DEPTH_M)
         depth[sky] = depth.max() + 1.0
         depth[~(valid | sky)] = np.nan
         return name, rgb, depth
