@@ -180,11 +180,9 @@ def get_parameters(client, node: str, names: list[str]) -> dict:
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
 
-    service = client.node.create_client(GetParameters, f"{node}/get_parameters")
-    assert service.wait_for_service(timeout_sec=20), f"no {node}/get_parameters service"
-    future = service.call_async(GetParameters.Request(names=names))
-    client.wait_until(future.done, 15, f"{node}/get_parameters")
-    return {name: parameter_value_to_python(value) for name, value in zip(names, future.result().values)}
+    response = client.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=names),
+                           resend_every=5.0)
+    return {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
 
 
 def answer_one_frame(client, launch, image_topic: str, info_topic: str, depth_topic: str):

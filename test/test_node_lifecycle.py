@@ -51,7 +51,7 @@ def transition(client, transition_id: int) -> bool:
 
 
 def state(client) -> int:
-    return client.call(GetState, f"{NODE}/get_state", GetState.Request()).current_state.id
+    return client.call(GetState, f"{NODE}/get_state", GetState.Request(), resend_every=5.0).current_state.id
 
 
 def send(client, index: int):

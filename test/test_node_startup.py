@@ -102,7 +102,8 @@ def test_lifecycle_without_auto_start():
         info_pub = client.publisher("camera_info", CameraInfo)
 
         def state():
-            return client.call(GetState, "/managed_depth/get_state", GetState.Request()).current_state.id
+            return client.call(GetState, "/managed_depth/get_state", GetState.Request(),
+                               resend_every=5.0).current_state.id
 
         assert state() == State.PRIMARY_STATE_UNCONFIGURED
         assert image_pub.get_subscription_count() == 0  # nothing is subscribed before configure

@@ -75,14 +75,7 @@ def wait_outputs(client, sent: list, timeout: float = 60.0) -> None:
 
 
 def reset_stream(client) -> Trigger.Response:
-    service = client.node.create_client(Trigger, "/video_depth/reset_stream")
-    try:
-        assert service.wait_for_service(timeout_sec=15)
-        future = service.call_async(Trigger.Request())
-        client.wait_until(future.done, 15, "reset_stream answer")
-        return future.result()
-    finally:
-        client.node.destroy_client(service)
+    return client.call(Trigger, "/video_depth/reset_stream", Trigger.Request(), timeout=30)
 
 
 def node_diagnostics(client, predicate) -> dict[str, str]:

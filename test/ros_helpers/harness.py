@@ -96,6 +96,7 @@ class RosClient:
         self._condition = threading.Condition()
         self.received: dict[str, list] = {}
         self._subscriptions: dict[str, object] = {}
+        self._service_clients: dict[str, object] = {}
         self._spinner = threading.Thread(target=self._spin, daemon=True)
         self._spinner.start()
 
@@ -170,19 +171,27 @@ class RosClient:
                 if time.monotonic() > deadline:
                     raise
 
-    def call(self, service_type, name: str, request, timeout: float = 30.0):
-        """Call service ``name`` (waiting for it) and return its response."""
-        service = self.node.create_client(service_type, name)
-        try:
+    def call(self, service_type, name: str, request, timeout: float = 30.0, resend_every: float | None = None):
+        """Call service ``name`` and return its response. The client is made once per service and
+        waited for (a response sent before the client's reply reader matched is lost on a busy
+        machine); ``resend_every`` repeats an idempotent request that got no answer."""
+        service = self._service_clients.get(name)
+        if service is None:
+            service = self.node.create_client(service_type, name)
             assert service.wait_for_service(timeout_sec=min(timeout, 20.0)), f"service {name} not available"
+            time.sleep(0.5)  # the two ends of a match see it a moment apart
+            self._service_clients[name] = service
+        deadline = time.monotonic() + timeout
+        while True:
             future = service.call_async(request)
-            deadline = time.monotonic() + timeout
+            resend_at = time.monotonic() + (resend_every or timeout)
             while not future.done():
                 assert time.monotonic() < deadline, f"no answer from {name}"
+                if time.monotonic() > resend_at:
+                    break
                 time.sleep(0.02)
-            return future.result()
-        finally:
-            self.node.destroy_client(service)
+            if future.done():
+                return future.result()
 
     def close(self) -> None:
         self.executor.shutdown()
