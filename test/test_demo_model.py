@@ -13,6 +13,7 @@ from ppd_ros.bench.demo_model import (
     align_log_depth,
     baseline_relative,
     held_out_frame,
+    kept_share,
     model_relative,
     score,
 )
@@ -37,7 +38,7 @@ def test_shipped_files_are_small_and_self_contained():
 
 
 def test_demo_runs_at_its_native_size(demo):
-    rgb, _ = held_out_frame(HELD_OUT_SEED, width=192, height=128)
+    rgb, _, _ = held_out_frame(HELD_OUT_SEED, width=384, height=256)
     (output,) = demo.push(rgb, None)
     assert demo.spec.name == "ppd-demo" and demo.steps == 4
     assert output.size == (64, 96)  # the 96x64 area of training
@@ -47,8 +48,8 @@ def test_demo_runs_at_its_native_size(demo):
 def test_demo_beats_constant_depth_on_held_out_scenes(demo):
     model, constant = [], []
     for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + 3):
-        rgb, depth = held_out_frame(seed)
-        model.append(score(align_log_depth(model_relative(demo, rgb), depth), depth).abs_rel)
+        rgb, depth, _ = held_out_frame(seed)
+        model.append(score(align_log_depth(model_relative(demo, rgb)[0], depth), depth).abs_rel)
         constant.append(score(align_log_depth(baseline_relative("constant", depth), depth), depth).abs_rel)
     # measured (10000 steps, 4 sampler steps): mean 0.185 vs 0.223 (0.83x); per frame 0.250/0.265,
     # 0.225/0.306, 0.081/0.099. A model that ignores the image scores 1.0x.
@@ -67,3 +68,15 @@ def test_alignment_and_baselines_are_exact_on_their_own_kind():
     # the alignment recovers any affine map of log(depth + 1)
     relative = 3.0 * np.log1p(depth) - 2.0
     assert score(align_log_depth(relative, depth), depth).abs_rel < 1e-9
+
+
+def test_kept_share_counts_what_the_flying_pixel_filter_keeps():
+    _, depth, camera = held_out_frame(HELD_OUT_SEED, width=96, height=64)
+    exact = kept_share(depth, camera)
+    assert 0.8 < exact < 1.0  # only the few true depth edges are removed
+    noisy = depth * np.random.default_rng(0).uniform(0.7, 1.3, depth.shape)
+    assert kept_share(noisy, camera) < 0.5 * exact  # salt-and-pepper depth loses most of its cloud
+    # depth upsampled by nearest has flat 2x2 blocks the filter never removes: judged at the size it ran at
+    blocky = np.repeat(np.repeat(noisy[::2, ::2], 2, axis=0), 2, axis=1)
+    assert kept_share(blocky, camera) > 0.99
+    assert kept_share(blocky, camera, (32, 48)) < 0.5 * exact

@@ -23,7 +23,21 @@ def default_camera(width: int, height: int, horizontal_fov_deg: float = 60.0):
     return CameraModel.pinhole(focal, focal, (width - 1) / 2, (height - 1) / 2, width, height)
 
 
+def synthetic_view(seed: int, width: int, height: int, family: str = "rooms", horizontal_fov_deg: float = 60.0,
+                   photos=()):
+    """(scene, pose, camera) of training sample ``seed``: family ``rooms`` (``Scene.random`` at
+    ``horizontal_fov_deg``, first pose of ``camera_trajectory``) or ``varied`` (``varied_view``
+    with ``photos``, its own field of view)."""
+    from ppd_ros.synthetic.varied import varied_view
+
+    if family == "varied":
+        view = varied_view(seed, photos)
+        return view.scene, view.pose, default_camera(width, height, view.horizontal_fov_deg)
+    scene = Scene.random(seed)
+    return scene, camera_trajectory(1, seed, scene)[0], default_camera(width, height, horizontal_fov_deg)
+
+
 __all__ = [
     "Box", "Plane", "Room", "Scene", "Sphere", "Texture",
-    "camera_trajectory", "default_camera", "look_at", "render",
+    "camera_trajectory", "default_camera", "look_at", "render", "synthetic_view",
 ]

@@ -1,6 +1,7 @@
 """Vectorised ray casting of :mod:`ppd_ros.synthetic.scene` scenes into RGB + exact depth."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -37,15 +38,16 @@ def render(scene: Scene, camera: CameraModel, pose, dtype: torch.dtype = torch.f
     colour[:] = torch.tensor(_BACKGROUND, dtype=dtype)
     light = torch.tensor(scene.light_direction, dtype=dtype)
     light = light / light.norm()
+    gain = torch.tensor(scene.light_color, dtype=dtype)
     for index, texture in enumerate(textures):
         mask = best_texture == index
         if not bool(mask.any()):
             continue
-        albedo = _texture_colour(texture, points[mask])
         normal = best_normal[mask]
+        albedo = _texture_colour(texture, points[mask], normal)
         # two-sided Lambert plus ambient, so faces of different orientation differ in brightness
-        shade = 0.35 + 0.65 * (normal @ light).abs()
-        colour[mask] = albedo * shade.unsqueeze(-1)
+        shade = scene.ambient + (1.0 - scene.ambient) * (normal @ light).abs()
+        colour[mask] = albedo * shade.unsqueeze(-1) * gain
     rgb = (colour.clamp(0, 1) ** (1 / 2.2) * 255.0 + 0.5).to(torch.uint8)
     depth = torch.where(hit, best_t, torch.full_like(best_t, float("nan")))
     return (
@@ -162,13 +164,15 @@ def _hit_plane(plane: Plane, origin, directions):
     return torch.where(hit, t, torch.full_like(t, math.inf)), n.expand_as(directions)
 
 
-def _texture_colour(texture: Texture, points: torch.Tensor) -> torch.Tensor:
-    """Albedo (N, 3) of ``texture`` at world ``points`` (N, 3)."""
+def _texture_colour(texture: Texture, points: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """Albedo (N, 3) of ``texture`` at world ``points`` (N, 3) on surfaces of ``normals`` (N, 3)."""
     dtype = points.dtype
     a = torch.tensor(texture.color_a, dtype=dtype)
     b = torch.tensor(texture.color_b, dtype=dtype)
     if texture.pattern == "plain":
         return a.expand(points.shape[0], 3).clone()
+    if texture.pattern == "photo":
+        return _photo_colour(texture, points, normals) * a
     rng = np.random.default_rng(texture.seed)
     # a per-texture phase keeps pattern boundaries off axis-aligned faces (no salt-and-pepper)
     phase = torch.tensor(rng.uniform(0.1, 0.9, 3), dtype=dtype)
@@ -184,6 +188,42 @@ def _texture_colour(texture: Texture, points: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"unknown texture pattern {texture.pattern!r}")
     weight = weight.unsqueeze(-1)
     return a * (1 - weight) + b * weight
+
+
+@functools.lru_cache(maxsize=32)
+def _photo_albedo(path: str) -> torch.Tensor:
+    """The image file ``path`` as linear RGB (H, W, 3) float64, longer side at most 512 px."""
+    import cv2
+
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"photo texture: cannot read {path}")
+    scale = 512 / max(bgr.shape[:2])
+    if scale < 1:
+        bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return torch.from_numpy((bgr[:, :, ::-1] / 255.0) ** 2.2)
+
+
+def _photo_colour(texture: Texture, points: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """The photo projected along the dominant axis of each surface normal, tiled with mirroring
+    (no seams), ``texture.scale`` metres per image width, offset by a per-texture phase."""
+    image = _photo_albedo(texture.photo).to(points.dtype)
+    height, width = image.shape[:2]
+    dominant = normals.abs().argmax(-1)
+    # in-plane world axes per dominant normal axis: x -> (y, z), y -> (x, z), z -> (x, y)
+    first = torch.tensor([1, 0, 0])[dominant]
+    second = torch.tensor([2, 2, 1])[dominant]
+    phase = np.random.default_rng(texture.seed).uniform(0, 2, 2)
+    u = points.gather(1, first[:, None])[:, 0] / texture.scale + phase[0]
+    v = points.gather(1, second[:, None])[:, 0] / texture.scale * (width / height) + phase[1]
+
+    def mirrored(x):  # 0 1 2 3 -> 0 1 0 1 (triangle wave in [0, 1])
+        x = torch.remainder(x, 2.0)
+        return torch.where(x > 1, 2 - x, x)
+
+    cols = (mirrored(u) * (width - 1)).round().long()
+    rows = ((1 - mirrored(v)) * (height - 1)).round().long()  # world up = image up
+    return image[rows, cols]
 
 
 def _lattice_value(cells: torch.Tensor, seed: int) -> torch.Tensor:

@@ -10,18 +10,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PATTERNS = ("checker", "stripes", "noise", "plain")
+PATTERNS = ("checker", "stripes", "noise", "plain", "photo")
 
 
 @dataclass(frozen=True)
 class Texture:
-    """Procedural texture in world coordinates: two colours mixed by ``pattern`` at ``scale`` metres."""
+    """Texture in world coordinates: two colours mixed by ``pattern`` at ``scale`` metres, or with
+    ``pattern="photo"`` the image file ``photo`` tiled (mirrored) on the surface, ``scale`` metres
+    per image width, tinted by ``color_a``."""
 
     color_a: tuple[float, float, float] = (0.8, 0.8, 0.8)  # linear RGB in [0, 1]
     color_b: tuple[float, float, float] = (0.3, 0.3, 0.3)
     pattern: str = "checker"
     scale: float = 0.5
     seed: int = 0
+    photo: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class Scene:
     objects: tuple = ()
     camera_region: tuple[float, float, float, float, float] = (0.0, 0.0, 0.5, 1.0, 1.8)
     light_direction: tuple[float, float, float] = (0.4, 0.3, 0.85)  # towards the light
+    ambient: float = 0.35  # share of the light that does not depend on the surface orientation
+    light_color: tuple[float, float, float] = (1.0, 1.0, 1.0)  # linear RGB gain (colour and exposure)
 
     @classmethod
     def random(cls, seed: int, n_objects: int | None = None) -> "Scene":

@@ -442,21 +442,28 @@ class RGBDFolderDataset(DepthFrames):
 
 
 class SyntheticDataset(DepthFrames):
-    """Scenes of :mod:`ppd_ros.synthetic` (random rooms with objects) rendered on the fly:
-    sample ``i`` is a view of ``Scene.random(seed + i)``; exact planar depth."""
+    """Scenes of :mod:`ppd_ros.synthetic` rendered on the fly, exact planar depth. ``family``:
+    ``rooms`` (sample ``i`` is a view of ``Scene.random(scene_seed + i)`` at ``horizontal_fov_deg``)
+    or ``varied`` (:func:`~ppd_ros.synthetic.varied.varied_view`: rooms of 3-30 m, tabletops, photo
+    textures from the images in ``photo_dir``, changing light, its own field of view)."""
+
+    FAMILIES = ("rooms", "varied")
 
     def __init__(self, num_samples: int, width: int = 128, height: int = 96, scene_seed: int = 0,
-                 horizontal_fov_deg: float = 60.0, **kwargs):
+                 horizontal_fov_deg: float = 60.0, family: str = "rooms", photo_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
+        from ppd_ros.synthetic.varied import photo_files
+
+        if family not in self.FAMILIES:
+            raise ValueError(f"synthetic family must be one of {', '.join(self.FAMILIES)}, got {family!r}")
         self.records = list(range(scene_seed, scene_seed + num_samples))
-        self.width, self.height, self.fov = width, height, horizontal_fov_deg
+        self.width, self.height, self.fov, self.family = width, height, horizontal_fov_deg, family
+        self.photos = photo_files(photo_dir)
 
     def load(self, record):
-        from ppd_ros.synthetic import Scene, camera_trajectory, default_camera, render
+        from ppd_ros.synthetic import render, synthetic_view
 
-        scene = Scene.random(record)
-        camera = default_camera(self.width, self.height, self.fov)
-        pose = camera_trajectory(1, record, scene)[0]
+        scene, pose, camera = synthetic_view(record, self.width, self.height, self.family, self.fov, self.photos)
         rgb, depth = render(scene, camera, pose)
         return f"synthetic:{record}", rgb, depth
 
