@@ -1,6 +1,7 @@
 """One depth node serving two cameras from one model, in its own process over real DDS: every output
 carries its own camera's header and CameraInfo, frames of both run, a bad frame on one camera never
-stalls the other; and a camera whose CameraInfo arrives without images is reported with the fix."""
+stalls the other; and a camera whose CameraInfo arrives without images, or with far fewer images, is
+reported with the fix."""
 from __future__ import annotations
 
 import time
@@ -25,11 +26,11 @@ TARGET_AREA = 64 * 48
 @pytest.fixture(scope="module")
 def two_cameras():
     node = NodeProcess.depth_node(["-p", "model:=tiny-random", "-p", "device:=cpu", "-p", "steps:=1",
-                                   "-p", f"target_area:={TARGET_AREA}", "-p", "cameras:=[front, rear, idle]",
+                                   "-p", f"target_area:={TARGET_AREA}", "-p", "cameras:=[front, rear, idle, sparse]",
                                    "-p", "diagnostics_period:=0.25"], DOMAIN_ID)
     client = RosClient(DOMAIN_ID, "two_camera_client")
     publishers = {}
-    for name in (*CAMERAS, "idle"):
+    for name in (*CAMERAS, "idle", "sparse"):
         for topic, msg_type in (("depth", Image), ("depth/camera_info", CameraInfo), ("points", PointCloud2)):
             client.subscribe(f"{name}/{topic}", msg_type)
         publishers[name] = (client.publisher(f"{name}/image", Image),
@@ -88,7 +89,7 @@ def test_each_camera_gets_its_own_outputs_and_a_bad_frame_stalls_nobody(two_came
     errors = node.matching("[ERROR]", "rear/image", "no-such-encoding")
     assert len(errors) == 1 and "front" not in errors[0]
 
-    msg = client.wait_for("/diagnostics", lambda m: len(m.status) == 3 and all(
+    msg = client.wait_for("/diagnostics", lambda m: len(m.status) == 4 and all(
         diagnostic_values(m, f"({n})") is not None for n in CAMERAS)
         and int(diagnostic_values(m, "(rear)")["skipped_frames"]) == 1
         and int(diagnostic_values(m, "(front)")["published_frames"]) == 3
@@ -112,3 +113,21 @@ def test_camera_info_without_images_is_reported_with_the_fix(two_cameras):
                           and "no image" in next(s.message for s in m.status if "(idle)" in s.name))
     assert any(s.level == b"\x01" for s in msg.status if "(idle)" in s.name)  # WARN
     assert len(node.matching("no image on /idle/image")) == 1  # warned once
+
+
+def test_images_far_below_the_camera_info_rate_are_reported_with_the_fix(two_cameras):
+    client, node, publishers = two_cameras
+    image, info, _ = frame("front", 200)
+    image_pub, info_pub = publishers["sparse"]
+    info_pub.publish(info)
+    image_pub.publish(image)  # one image gets through, then only CameraInfo (Fast DDS drops the big ones)
+    for i in range(12):
+        time.sleep(0.3)
+        info.header.stamp = make_stamp(201 + i)
+        info_pub.publish(info)
+    line = node.wait_for_line("[WARN]", "/sparse/camera_info", "but only 1 image(s) on /sparse/image", timeout=20)
+    assert "FASTRTPS_DEFAULT_PROFILES_FILE" in line
+    msg = client.wait_for("/diagnostics", lambda m: diagnostic_values(m, "(sparse)") is not None
+                          and "only 1 image(s)" in next(s.message for s in m.status if "(sparse)" in s.name))
+    assert any(s.level == b"\x01" for s in msg.status if "(sparse)" in s.name)  # WARN
+    assert not node.matching("/front/camera_info", "Fast DDS")  # a camera with its images is never warned

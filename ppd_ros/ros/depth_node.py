@@ -51,11 +51,20 @@ NODE_NAME = "ppd_depth"
 MAX_ERROR_CHARS = 300  # echoed input (an encoding string, a format) is cut there in log lines
 PAIRING_WAIT_S = 0.05  # how long a frame waits for its CameraInfo when that may still be in flight
 ERROR_THROTTLE_S = 5.0  # one error line per cause and camera in this time; the rest are counted
-FASTDDS_HINT = ("camera_info arrives on {info} but no image on {image} for {seconds:.0f} s: Fast DDS silently "
-                "drops multi-megabyte images without its shared-memory profile. In EVERY process that "
-                "publishes or subscribes images (the camera driver's too): export "
+FASTDDS_HINT = ("camera_info arrives on {info} ({infos} messages) but {images} on {image} in {seconds:.0f} s: "
+                "Fast DDS silently drops multi-megabyte images without its shared-memory profile. In EVERY "
+                "process that publishes or subscribes images (the camera driver's too): export "
                 "FASTRTPS_DEFAULT_PROFILES_FILE=<ppd_ros share>/config/fastdds_shm.xml (`ppd dds-profile` "
                 "prints the line); the launch files set it for their own nodes")
+
+
+def images_lost(images: int, infos: int, seconds: float) -> bool:
+    """Whether images look dropped on the way while their CameraInfo arrives (``seconds`` since
+    activation): none after 3 CameraInfo, or fewer than one per five of at least 10 CameraInfo.
+    Drivers publish one CameraInfo per image, so far fewer images means the transport loses them."""
+    if seconds <= 3.0 or infos < 3:
+        return False
+    return images == 0 or (infos >= 10 and images < 0.2 * infos)
 
 
 class DepthNode(LifecycleNode):
@@ -474,11 +483,13 @@ class DepthNode(LifecycleNode):
         silent_for = time.monotonic() - session.activated_at
         if not session.active:
             level, message = DiagnosticStatus.WARN, "inactive"
-        elif camera.stats.received == 0 and camera.infos.received >= 3 and silent_for > 3.0:
+        elif images_lost(camera.stats.received, camera.infos.received, silent_for):
             level = DiagnosticStatus.WARN
-            message += f", camera_info arrives but no image on {values['image_topic']} (Fast DDS profile?)"
+            images = "no image" if camera.stats.received == 0 else f"only {camera.stats.received} image(s)"
+            message += f", camera_info arrives but {images} on {values['image_topic']} (Fast DDS profile?)"
             self._warn_once(camera, "no_images", FASTDDS_HINT.format(
-                info=self._resolved(camera, "camera_info"), image=values["image_topic"], seconds=silent_for))
+                info=self._resolved(camera, "camera_info"), infos=camera.infos.received, images=images,
+                image=values["image_topic"], seconds=silent_for))
         elif warning := metric_warning(config, camera.metric):
             level = DiagnosticStatus.WARN
             message += f", {warning}"
