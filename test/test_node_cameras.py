@@ -131,3 +131,16 @@ def test_images_far_below_the_camera_info_rate_are_reported_with_the_fix(two_cam
                           and "only 1 image(s)" in next(s.message for s in m.status if "(sparse)" in s.name))
     assert any(s.level == b"\x01" for s in msg.status if "(sparse)" in s.name)  # WARN
     assert not node.matching("/front/camera_info", "Fast DDS")  # a camera with its images is never warned
+
+
+def test_a_huge_encoding_string_is_cut_in_the_error_line(two_cameras):
+    client, node, publishers = two_cameras
+    image, info, stamp = frame("rear", 300, encoding="x" * 10000)
+    publishers["rear"][1].publish(info)
+    publishers["rear"][0].publish(image)
+    line = node.wait_for_line("[ERROR]", "rear/image", "unsupported image encoding 'xxx", timeout=20)
+    assert len(line) < 500 and "x" * 301 not in line and line.endswith("characters)")  # "... (10440 characters)"
+    good, good_info, good_stamp = frame("rear", 301)
+    publishers["rear"][1].publish(good_info)
+    publishers["rear"][0].publish(good)
+    client.wait_for("rear/depth", same_stamp(good_stamp), timeout=30)  # and the camera keeps serving
