@@ -164,6 +164,12 @@ def test_summary_matches_independent_recomputation(demo):
     markdown = (output / "metrics_summary.md").read_text()
     numbers = re.search(r"\| tiny-random \| ([0-9.]+) \| ([0-9.]+) \|", markdown)
     assert numbers and math.isclose(float(numbers.group(1)), np.mean(abs_rels), abs_tol=1e-4)
+    # the summary says what the saved depth is and what share of the depth grid the clouds keep
+    assert "Depth published by the node: **RELATIVE**" in markdown
+    kept = re.search(r"Clouds: (\d+) points on average of the (\d+) pixels of the depth grid \((\d+)%\) are kept "
+                     r"by the flying-pixel filter", markdown)
+    assert kept and int(kept.group(2)) == depth_w * depth_h
+    assert int(kept.group(3)) == round(100 * summary["cloud_points_mean"] / (depth_w * depth_h))
 
 
 def test_round_trip_latency_is_measured(demo):
