@@ -109,6 +109,18 @@ class DepthBackend(Protocol):
         """Frames pushed to ``stream`` and not yet returned."""
 
 
+def batch_size_of(frames: Sequence[np.ndarray], tags: Sequence[Any]) -> tuple[int, int]:
+    """(height, width) of a ``predict_batch`` batch: uint8 RGB frames of one size, one tag each;
+    ``ValueError`` otherwise."""
+    if len(frames) != len(tags) or not frames:
+        raise ValueError(f"need one tag per frame and at least one frame, got {len(frames)} / {len(tags)}")
+    sizes = {tuple(frame.shape) for frame in frames}
+    shape = next(iter(sizes))
+    if len(sizes) != 1 or len(shape) != 3 or shape[2] != 3 or any(f.dtype != np.uint8 for f in frames):
+        raise ValueError(f"expected uint8 RGB frames (H, W, 3) of one size, got {sorted(sizes)}")
+    return shape[0], shape[1]
+
+
 class ImageModelStream:
     """The stream half of the protocol for image models, which answer every frame at once: ``push``
     is a batch of one, and there is never anything pending to flush or reset."""

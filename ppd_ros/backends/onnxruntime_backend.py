@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ppd_ros.backends.base import BackendOptions, DepthOutput, ImageModelStream
+from ppd_ros.backends.base import BackendOptions, DepthOutput, ImageModelStream, batch_size_of
 from ppd_ros.backends.onnx_layout import default_onnx_dir, read_metadata
 from ppd_ros.model_specs import ModelSpec
 from ppd_ros.nets.dinov2 import resize_position_table
@@ -147,14 +147,8 @@ class OnnxImageBackend(ImageModelStream):
         return table
 
     def predict_batch(self, frames: Sequence[np.ndarray], tags: Sequence[Any]) -> list[DepthOutput]:
-        if len(frames) != len(tags) or not frames:
-            raise ValueError(f"need one tag per frame and at least one frame, got {len(frames)} / {len(tags)}")
-        sizes = {tuple(frame.shape) for frame in frames}
-        shape = next(iter(sizes))
-        if len(sizes) != 1 or len(shape) != 3 or shape[2] != 3 or any(f.dtype != np.uint8 for f in frames):
-            raise ValueError(f"expected uint8 RGB frames (H, W, 3) of one size, got {sorted(sizes)}")
+        height, width = batch_size_of(frames, tags)
         start = time.perf_counter()
-        height, width = shape[:2]
         h, w = self.inference_size(height, width)
         resized = np.stack([resize_for_inference(frame, self.target_area) for frame in frames])
         image01 = np.ascontiguousarray(resized.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)

@@ -14,7 +14,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 import torch
 
-from ppd_ros.backends.base import BackendOptions, DepthOutput, ImageModelStream
+from ppd_ros.backends.base import BackendOptions, DepthOutput, ImageModelStream, batch_size_of
 from ppd_ros.backends.torch_fast import (GraphCache, HostStaging, compiled, resolve_precision, resolve_preprocess,
                                          run_context, sdpa_preference, synchronize)
 from ppd_ros.backends.torch_networks import load_image_networks, load_video_networks
@@ -123,14 +123,8 @@ class TorchImageBackend(ImageModelStream):
         return call(image01).clone(), None
 
     def predict_batch(self, frames: Sequence[np.ndarray], tags: Sequence[Any]) -> list[DepthOutput]:
-        if len(frames) != len(tags) or not frames:
-            raise ValueError(f"need one tag per frame and at least one frame, got {len(frames)} / {len(tags)}")
-        sizes = {tuple(frame.shape) for frame in frames}
-        shape = next(iter(sizes))
-        if len(sizes) != 1 or len(shape) != 3 or shape[2] != 3 or any(f.dtype != np.uint8 for f in frames):
-            raise ValueError(f"expected uint8 RGB frames (H, W, 3) of one size, got {sorted(sizes)}")
+        height, width = batch_size_of(frames, tags)
         start = time.perf_counter()
-        height, width = shape[:2]
         depth, geometry = self._infer(self.prepare(frames))
         synchronize(self.device)
         share = (time.perf_counter() - start) / len(frames)
