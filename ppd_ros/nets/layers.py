@@ -210,10 +210,12 @@ class FinalLayer(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Patchify (B, C, H, W) -> tokens (B, (H/p)*(W/p), dim), row-major: a stride-p convolution
-    (its weights in ``proj``), computed as one matmul over the flattened patches because oneDNN's
-    bf16 convolution with 16x16 kernels returns wrong values on AVX512-BF16/AMX CPUs (torch 2.13:
-    error 2.2 on outputs of magnitude 2.3; fp32 and other kernel sizes are right)."""
+    """Patchify (B, C, H, W) -> tokens (B, (H/p)*(W/p), dim), row-major: a stride-p convolution.
+
+    Below float32 (bf16 weights or autocast) it runs as one matmul over the flattened patches (the
+    same numbers): oneDNN's bf16 convolution with 16x16 kernels returns wrong values on
+    AVX512-BF16/AMX CPUs (torch 2.13: error 2.2 on outputs of magnitude 2.3). float32 keeps the
+    convolution, whose result does not depend on the batch size (the matmul's does, in the last bits)."""
 
     def __init__(self, in_channels: int, dim: int, patch: int):
         super().__init__()
@@ -221,6 +223,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+        if x.dtype == torch.float32 and not autocast:
+            return self.proj(x).flatten(2).transpose(1, 2)
         n, channels, height, width = x.shape
         p = self.patch
         patches = (x.reshape(n, channels, height // p, p, width // p, p).permute(0, 2, 4, 1, 3, 5)
