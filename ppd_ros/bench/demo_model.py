@@ -14,9 +14,9 @@ the best of their kind):
 Model rows also give ``kept``: the share of the cloud that the node's flying-pixel filter keeps
 (the exact depth's own share is the last row; noisy depth loses points as salt-and-pepper).
 
-Held-out frames are seeds from :data:`HELD_OUT_SEED` on, of the ``rooms`` family (the first
-edition's training scenes: seeds < 340000, see training/demo_synthetic.yaml) or the ``varied`` one
-(the second edition's: seeds 2000000-2099999, training/demo_varied.yaml); validation uses
+Held-out frames are seeds from :data:`HELD_OUT_SEED` on (below 1001000), of the ``rooms`` family
+or the ``varied`` one (training/demo_varied.yaml). Training used rooms seeds below 430000
+(training/demo_synthetic.yaml and demo_varied.yaml) and varied seeds 2000000-2099999; validation
 900000-900015.
 """
 from __future__ import annotations

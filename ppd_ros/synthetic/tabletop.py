@@ -1,10 +1,10 @@
 """A close-range scene family: one table with objects in a small room, seen by a camera that
 sweeps around the table looking down at it (a robot arm's or a mobile manipulator's view).
 
-It differs from :meth:`Scene.random` (the demo model's training rooms, 4-9 m wide, camera at
+It differs from :meth:`Scene.random` (rooms 4-9 m wide, camera at
 room height looking level): objects at 0.3-1.5 m, views 30-55 degrees down, wood-grain and
 fine textures, a low side light. One seed is one arrangement (a robot's workspace); the
-trajectory sweeps once around it.
+trajectory sweeps once around it. The varied family (:mod:`~ppd_ros.synthetic.varied`) mixes it in.
 """
 from __future__ import annotations
 
