@@ -1,4 +1,4 @@
-"""The varied scene family of the second demo model (ppd_ros.synthetic.varied): photo textures,
+"""The varied scene family of the second demo-model attempt (ppd_ros.synthetic.varied): photo textures,
 lighting, object scales, and the training reader that renders it."""
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from ppd_ros.synthetic import Plane, Scene, Texture, default_camera, look_at, render
-from ppd_ros.synthetic.scene import Box, Sphere
-from ppd_ros.synthetic.varied import photo_files, varied_view
+from ppd_ros.synthetic.varied import object_extent, photo_files, varied_view
 from ppd_ros.training.datasets import SyntheticDataset
 
 
@@ -48,14 +47,6 @@ def test_photo_files_lists_images_and_refuses_an_empty_folder(tmp_path, photo):
         photo_files(empty)
 
 
-def _extent(obj) -> float:
-    if isinstance(obj, Box):
-        return 2 * max(obj.half_size)
-    if isinstance(obj, Sphere):
-        return 2 * obj.radius
-    return 2 * max(obj.half_extent)
-
-
 def test_varied_views_span_scales_scene_kinds_and_lights(photo):
     views = [varied_view(seed, (str(photo),)) for seed in range(60)]
     again = varied_view(7, (str(photo),))
@@ -63,7 +54,7 @@ def test_varied_views_span_scales_scene_kinds_and_lights(photo):
     tabletop = [v.scene.room.size == (4.0, 4.0, 2.6) for v in views]
     assert 8 <= sum(tabletop) <= 30  # 30 % of the views
     room_objects = [o for v, table in zip(views, tabletop) if not table for o in v.scene.objects]
-    extents = [_extent(o) for o in room_objects]
+    extents = [object_extent(o) for o in room_objects]
     assert min(extents) < 0.4 and max(extents) > 5.0 and all(0.05 < e <= 10.0 for e in extents)
     textures = [o.texture for v in views for o in v.scene.objects]
     assert 0.25 < np.mean([t.pattern == "photo" for t in textures]) < 0.55

@@ -118,7 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=32, help="held-out scenes (seeds 1000000, 1000001, ...)")
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--family", choices=("rooms", "varied"), default="rooms",
+    from ppd_ros.synthetic import FAMILIES
+
+    parser.add_argument("--family", choices=FAMILIES, default="rooms",
                         help="synthetic scene family: the first edition's rooms, or the varied family of the "
                              "second (ppd_ros.synthetic.varied)")
     parser.add_argument("--photo-dir", default=None, help="photos for the varied family's textures "

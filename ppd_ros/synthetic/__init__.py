@@ -23,6 +23,9 @@ def default_camera(width: int, height: int, horizontal_fov_deg: float = 60.0):
     return CameraModel.pinhole(focal, focal, (width - 1) / 2, (height - 1) / 2, width, height)
 
 
+FAMILIES = ("rooms", "varied")  # what synthetic_view renders
+
+
 def synthetic_view(seed: int, width: int, height: int, family: str = "rooms", horizontal_fov_deg: float = 60.0,
                    photos=()):
     """(scene, pose, camera) of training sample ``seed``: family ``rooms`` (``Scene.random`` at
@@ -30,6 +33,8 @@ def synthetic_view(seed: int, width: int, height: int, family: str = "rooms", ho
     with ``photos``, its own field of view)."""
     from ppd_ros.synthetic.varied import varied_view
 
+    if family not in FAMILIES:
+        raise ValueError(f"synthetic family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if family == "varied":
         view = varied_view(seed, photos)
         return view.scene, view.pose, default_camera(width, height, view.horizontal_fov_deg)
@@ -38,6 +43,6 @@ def synthetic_view(seed: int, width: int, height: int, family: str = "rooms", ho
 
 
 __all__ = [
-    "Box", "Plane", "Room", "Scene", "Sphere", "Texture",
+    "FAMILIES", "Box", "Plane", "Room", "Scene", "Sphere", "Texture",
     "camera_trajectory", "default_camera", "look_at", "render", "synthetic_view",
 ]

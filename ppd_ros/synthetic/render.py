@@ -191,8 +191,8 @@ def _texture_colour(texture: Texture, points: torch.Tensor, normals: torch.Tenso
 
 
 @functools.lru_cache(maxsize=32)
-def _photo_albedo(path: str) -> torch.Tensor:
-    """The image file ``path`` as linear RGB (H, W, 3) float64, longer side at most 512 px."""
+def _photo_albedo(path: str, dtype: torch.dtype) -> torch.Tensor:
+    """The image file ``path`` as linear RGB (H, W, 3) of ``dtype``, longer side at most 512 px."""
     import cv2
 
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -201,13 +201,13 @@ def _photo_albedo(path: str) -> torch.Tensor:
     scale = 512 / max(bgr.shape[:2])
     if scale < 1:
         bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return torch.from_numpy((bgr[:, :, ::-1] / 255.0) ** 2.2)
+    return torch.from_numpy((bgr[:, :, ::-1] / 255.0) ** 2.2).to(dtype)
 
 
 def _photo_colour(texture: Texture, points: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
     """The photo projected along the dominant axis of each surface normal, tiled with mirroring
     (no seams), ``texture.scale`` metres per image width, offset by a per-texture phase."""
-    image = _photo_albedo(texture.photo).to(points.dtype)
+    image = _photo_albedo(texture.photo, points.dtype)
     height, width = image.shape[:2]
     dominant = normals.abs().argmax(-1)
     # in-plane world axes per dominant normal axis: x -> (y, z), y -> (x, z), z -> (x, y)

@@ -1,4 +1,5 @@
-"""The demo model's training family: one random view of a varied scene per seed.
+"""A varied scene family for training demo models (the second-edition attempt, training/demo_varied.yaml):
+one random view of a varied scene per seed.
 
 Two kinds of scene: rooms of 3-30 m with objects whose size runs from 0.2 m to 10 m (log-uniform,
 bounded by the room), the camera 0.3-2.5 m high; and the close-range tabletops of
@@ -63,6 +64,15 @@ def varied_view(seed: int, photos: Sequence[str] = ()) -> View:
     scene = dataclasses.replace(scene, light_direction=light, ambient=float(rng.uniform(0.15, 0.6)),
                                 light_color=light_color)
     return View(scene, pose, float(rng.uniform(50.0, 90.0)))
+
+
+def object_extent(obj) -> float:
+    """The largest size in metres of a Box, Sphere or bounded Plane (an infinite plane: 2 m)."""
+    if isinstance(obj, Box):
+        return 2 * max(obj.half_size)
+    if isinstance(obj, Sphere):
+        return 2 * obj.radius
+    return 2 * max(obj.half_extent or (1.0, 1.0))
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -130,20 +140,14 @@ def _with_photos(scene: Scene, rng: np.random.Generator, photos: Sequence[str]) 
         return Texture(color_a=tint, pattern="photo", scale=width_m, seed=int(rng.integers(0, 2**31 - 1)),
                        photo=str(photos[int(rng.integers(len(photos)))]))
 
-    def extent(obj) -> float:
-        if isinstance(obj, Box):
-            return 2 * max(obj.half_size)
-        if isinstance(obj, Sphere):
-            return 2 * obj.radius
-        return 2 * max(obj.half_extent or (1.0, 1.0))
-
     room = scene.room
     if room is not None:
         room = dataclasses.replace(room, wall=maybe_photo(room.wall, float(rng.uniform(2.0, 8.0))),
                                    floor=maybe_photo(room.floor, float(rng.uniform(1.0, 4.0))))
-    objects = tuple(dataclasses.replace(o, texture=maybe_photo(o.texture, extent(o) * float(rng.uniform(0.7, 2.0))))
-                    for o in scene.objects)
+    objects = tuple(
+        dataclasses.replace(o, texture=maybe_photo(o.texture, object_extent(o) * float(rng.uniform(0.7, 2.0))))
+        for o in scene.objects)
     return dataclasses.replace(scene, room=room, objects=objects)
 
 
-__all__ = ["View", "photo_files", "varied_view"]
+__all__ = ["View", "object_extent", "photo_files", "varied_view"]

@@ -447,15 +447,14 @@ class SyntheticDataset(DepthFrames):
     or ``varied`` (:func:`~ppd_ros.synthetic.varied.varied_view`: rooms of 3-30 m, tabletops, photo
     textures from the images in ``photo_dir``, changing light, its own field of view)."""
 
-    FAMILIES = ("rooms", "varied")
-
     def __init__(self, num_samples: int, width: int = 128, height: int = 96, scene_seed: int = 0,
                  horizontal_fov_deg: float = 60.0, family: str = "rooms", photo_dir: str | None = None, **kwargs):
         super().__init__(**kwargs)
+        from ppd_ros.synthetic import FAMILIES
         from ppd_ros.synthetic.varied import photo_files
 
-        if family not in self.FAMILIES:
-            raise ValueError(f"synthetic family must be one of {', '.join(self.FAMILIES)}, got {family!r}")
+        if family not in FAMILIES:  # refused when the config is read, not at the first sample
+            raise ValueError(f"synthetic family must be one of {', '.join(FAMILIES)}, got {family!r}")
         self.records = list(range(scene_seed, scene_seed + num_samples))
         self.width, self.height, self.fov, self.family = width, height, horizontal_fov_deg, family
         self.photos = photo_files(photo_dir)
